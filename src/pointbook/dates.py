@@ -22,11 +22,11 @@ __all__ = [
     "day_start",
     "end_of_day",
     "format_local",
+    "from_micros",
     "local_date",
     "parse_as_of",
     "parse_instant",
     "to_micros",
-    "from_micros",
     "zone",
 ]
 

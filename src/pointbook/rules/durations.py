@@ -25,7 +25,9 @@ def parse_duration(value: Any) -> Duration:
         for k, v in vals.items():
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"duration {k} must be a whole number >= 0, got {v!r}")
-        return Duration(vals["years"], vals["months"], vals["weeks"] * 7 + vals["days"], vals["hours"])
+        return Duration(
+            vals["years"], vals["months"], vals["weeks"] * 7 + vals["days"], vals["hours"]
+        )
     if isinstance(value, str) and _WHOLE.match(value):
         acc = {"year": 0, "month": 0, "week": 0, "day": 0, "hour": 0}
         for n, unit in _PART.findall(value):

@@ -144,7 +144,9 @@ class ConditionSpec(_Spec):
             if ops:
                 raise ValueError(f"operators {sorted(ops)} need a `field` to compare")
             if len(groups) != 1:
-                raise ValueError("a condition is exactly one of: all, any, not, or a `field` comparison")
+                raise ValueError(
+                    "a condition is exactly one of: all, any, not, or a `field` comparison"
+                )
         for g in ("all", "any"):
             v = getattr(self, g)
             if v is not None and not v:
@@ -208,7 +210,9 @@ class ExamplesSpec(_Spec):
 
 class RuleSpec(_Spec):
     id: Annotated[str, Field(pattern=KEBAB)]
-    title: str = Field(description="Plain words shown to the person, e.g. 'Speeding, 20-29 km/h over'.")
+    title: str = Field(
+        description="Plain words shown to the person, e.g. 'Speeding, 20-29 km/h over'."
+    )
     category: str
     basis: str = Field(min_length=3, description="The legal or policy text the rule applies.")
     event: str = Field(description="The event type the rule matches.")
@@ -296,7 +300,8 @@ class ThresholdSpec(_Spec):
         default=False, description="After this decision no restoration or course credit applies."
     )
     resets: bool = Field(
-        default=False, description="Window schemes: the points counted at the decision stop counting."
+        default=False,
+        description="Window schemes: the points counted at the decision stop counting.",
     )
 
     @model_validator(mode="after")
@@ -310,7 +315,9 @@ class ThresholdSpec(_Spec):
             if len(set(vals)) != len(vals):
                 raise ValueError("threshold levels must be distinct")
         if self.mode == "while" and self.levels is not None and len(self.levels) > 1:
-            raise ValueError("a `while` threshold has a single value: write one threshold per level")
+            raise ValueError(
+                "a `while` threshold has a single value: write one threshold per level"
+            )
         return self
 
     def level_list(self) -> list[LevelSpec]:

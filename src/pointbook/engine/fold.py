@@ -1,0 +1,615 @@
+"""The stateful half of the engine: a subject's figures are a fold over its own timeline.
+
+Events are sorted by (occurred_at, id) and interleaved with the time-driven effects the pack
+defines (expiries, window exits, restorations, course credits, grace checks). Same-instant
+effects run in the documented phase order (docs/rule-packs.md, "Order of evaluation"), so the
+result depends only on the data, never on arrival order. The fold runs past ``as_of`` with no
+further events to tell what will change next (``upcoming``) and when entries stop counting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pointbook.dates import add_duration, format_local, local_date
+from pointbook.engine.judge import judge
+from pointbook.engine.model import Decision, Entry, EntryStatus, Event, Line, LineKind, SubjectState
+from pointbook.rules.pack import PackVersion, version_at
+from pointbook.rules.spec import (
+    BalanceSchemeSpec,
+    RestorationSpec,
+    ThresholdSpec,
+    WindowSchemeSpec,
+)
+
+__all__ = ["evaluate_subject"]
+
+# Phases of one instant (docs/rule-packs.md, "Order of evaluation").
+EXPIRE, RESTORE, EVENT, LATE_EXIT = 0, 1, 2, 3
+_RESTORE_ORDER = {"clean-period": 0, "small-loss": 1, "entry-return": 2, "course": 3, "grace": 4}
+
+
+@dataclass
+class _Item:
+    entry: Entry
+    applied: int = 0
+    settled_at: datetime | None = None
+    settled_by: str | None = None
+    settled_later: bool = False  # settled after as_of, in the projection
+    in_window: bool = False
+
+
+@dataclass
+class _While:
+    pending_since: datetime | None = None
+    active: int | None = None  # index into decisions
+
+
+@dataclass
+class _State:
+    figure: int
+    loss_seq: int = 0
+    longer: bool = False
+    settle_gen: int = 0
+    terminal: bool = False
+    cap_day: Any = None
+    cap_total: int = 0
+    last_course: datetime | None = None
+    armed: dict[tuple[str, int], bool] = field(default_factory=dict)
+    whiles: dict[str, _While] = field(default_factory=dict)
+
+
+def _decision_id(domain: str, subject: str, threshold: str, level: int, at: datetime) -> str:
+    raw = f"{domain}\x1f{subject}\x1f{threshold}\x1f{level}\x1f{at.isoformat()}"
+    return "d-" + hashlib.sha256(raw.encode()).hexdigest()[:20]
+
+
+def _beyond(direction: str, figure: int, value: int) -> bool:
+    return {
+        "at_or_above": figure >= value,
+        "above": figure > value,
+        "at_or_below": figure <= value,
+        "below": figure < value,
+    }[direction]
+
+
+def _back(direction: str, figure: int, value: int, margin: int) -> bool:
+    """The figure has come back past the level by more than the margin (re-arm / end)."""
+    if direction in ("at_or_above", "above"):
+        return figure < value - margin if direction == "at_or_above" else figure <= value - margin
+    return figure > value + margin if direction == "at_or_below" else figure >= value + margin
+
+
+def _furthest(direction: str) -> int:
+    return 1 if direction in ("at_or_above", "above") else -1
+
+
+class _Fold:
+    def __init__(
+        self, versions: Sequence[PackVersion], events: Sequence[Event], as_of: datetime
+    ) -> None:
+        self.versions = versions
+        self.as_of = as_of
+        self.first = versions[0]
+        self.window = self.first.scheme.kind == "window"
+        self.tz = self.first.tz
+        ordered = sorted((e for e in events if e.occurred_at <= as_of), key=Event.sort_key)
+        self.events = ordered
+        start = 0 if self.window else self.first.scheme.start  # type: ignore[union-attr]
+        self.state = _State(figure=start)
+        self.queue: list[tuple[datetime, int, int, str, int, Any]] = []
+        self.seq = 0
+        self.items: list[_Item] = []
+        self.lines: list[Line] = []
+        self.upcoming: list[Line] = []
+        self.decisions: list[Decision] = []
+        self.projecting = False
+        self.figure_at_as_of: int | None = None
+        self.started = False
+        self.domain = self.first.domain
+        self.subject = events[0].subject if events else ""
+
+    # -- scheduling ----------------------------------------------------------------------
+    def schedule(self, at: datetime, phase: int, sub: int, key: str, payload: Any) -> None:
+        self.seq += 1
+        heapq.heappush(self.queue, (at, phase, sub, key, self.seq, payload))
+
+    def version(self, at: datetime) -> PackVersion:
+        return version_at(self.versions, at) or self.first
+
+    def bounds(self, at: datetime) -> tuple[int, int] | None:
+        scheme = self.version(at).scheme
+        if isinstance(scheme, BalanceSchemeSpec):
+            return scheme.floor, scheme.ceiling
+        return None
+
+    # -- recording -----------------------------------------------------------------------
+    def line(
+        self,
+        at: datetime,
+        kind: LineKind,
+        reason: str,
+        delta: int,
+        applied: int,
+        event_id: str | None = None,
+        rule_id: str | None = None,
+        version: str | None = None,
+    ) -> None:
+        rec = Line(at, kind, event_id, rule_id, version, delta, applied, self.state.figure, reason)
+        (self.upcoming if self.projecting else self.lines).append(rec)
+
+    def move(self, at: datetime, delta: int) -> int:
+        """Apply a delta with step-wise clamping; return what actually moved."""
+        before = self.state.figure
+        after = before + delta
+        b = self.bounds(at)
+        if b is not None:
+            after = max(b[0], min(b[1], after))
+            if after == b[1]:
+                self.state.longer = False
+        self.state.figure = after
+        return after - before
+
+    def fmt(self, at: datetime) -> str:
+        return format_local(at, self.tz)
+
+    # -- the fold ------------------------------------------------------------------------
+    def run(self) -> None:
+        i = 0
+        n = len(self.events)
+        while i < n or self.queue:
+            next_event = self.events[i] if i < n else None
+            if self.queue and (
+                next_event is None or self.queue[0][:2] < (next_event.occurred_at, EVENT)
+            ):
+                at, phase, _sub, _key, _seq, payload = heapq.heappop(self.queue)
+                if not self.projecting and (
+                    at > self.as_of or (at == self.as_of and phase == LATE_EXIT)
+                ):
+                    self.projecting = True
+                    self.figure_at_as_of = self.state.figure
+                self.effect(at, payload)
+            else:
+                assert next_event is not None
+                self.event(next_event)
+                i += 1
+
+    def start(self, at: datetime) -> None:
+        if self.started:
+            return
+        self.started = True
+        for th in self.first.thresholds:
+            for idx, lv in enumerate(th.level_list()):
+                self.state.armed[(th.id, idx)] = not _beyond(
+                    th.direction, self.state.figure, lv.value
+                )
+            if th.mode == "while":
+                self.state.whiles[th.id] = _While()
+        self.check_thresholds(at, "the start of the record", self.state.figure)
+
+    def event(self, event: Event) -> None:
+        self.start(event.occurred_at)
+        version = self.version(event.occurred_at)
+        entries = judge(event, version)
+        course = self.course_for(version, event.type)
+        if not entries and course is None:
+            self.line(
+                event.occurred_at,
+                "no-rule",
+                f"{event.type.replace('_', ' ')}: no rule of version {version.version} gives "
+                "points for this event",
+                0,
+                0,
+                event.id,
+                None,
+                version.version,
+            )
+        for entry in entries:
+            self.apply_entry(entry, version)
+        if course is not None:
+            delay = course.delay
+            at = (
+                event.occurred_at
+                if delay is None
+                else add_duration(event.occurred_at, delay, self.tz)
+            )
+            self.schedule(
+                at, RESTORE, _RESTORE_ORDER["course"], event.id, ("course", event, course, version)
+            )
+
+    def course_for(self, version: PackVersion, event_type: str) -> RestorationSpec | None:
+        if self.window:
+            return None
+        return next(
+            (r for r in version.restorations if r.kind == "course" and r.event == event_type), None
+        )
+
+    def apply_entry(self, entry: Entry, version: PackVersion) -> None:
+        st = self.state
+        item = _Item(entry)
+        self.items.append(item)
+        before = st.figure
+        nominal = entry.delta
+        allowed = nominal
+        note = ""
+        cap = getattr(version.scheme, "daily_cap", None)
+        if entry.daily_cap and cap is not None:
+            day = local_date(entry.occurred_at, self.tz)
+            if day != st.cap_day:
+                st.cap_day, st.cap_total = day, 0
+            if nominal > 0:
+                allowed = max(0, min(nominal, cap - st.cap_total))
+                if allowed < nominal:
+                    note = f" (daily cap of {cap}: {allowed} of {nominal} counted)"
+            st.cap_total += allowed
+        if self.window:
+            st.figure += allowed
+            item.applied = allowed
+            item.in_window = True
+            scheme = version.scheme
+            assert isinstance(scheme, WindowSchemeSpec)
+            window_end = add_duration(entry.occurred_at, scheme.length, self.tz)
+            until = entry.counts_until or window_end
+            inclusive = until == window_end and scheme.boundary == "inclusive"
+            phase = LATE_EXIT if inclusive else EXPIRE
+            self.schedule(until, phase, 0, entry.event_id, ("exit", item))
+        else:
+            item.applied = self.move(entry.occurred_at, allowed)
+            if item.applied != allowed:
+                b = self.bounds(entry.occurred_at)
+                edge = "floor" if allowed < 0 else "ceiling"
+                lim = b[0] if (b and allowed < 0) else (b[1] if b else 0)
+                note += f" (the balance cannot go {'below' if allowed < 0 else 'above'} the {edge} of {lim})"
+            if entry.counts_until is not None:
+                self.schedule(entry.counts_until, EXPIRE, 0, entry.event_id, ("expire", item))
+            if nominal < 0:
+                self.on_loss(item, version)
+        self.line(
+            entry.occurred_at,
+            "entry",
+            f"{entry.title}: {_pts(nominal)}{note}",
+            nominal,
+            st.figure - before,
+            entry.event_id,
+            entry.rule_id,
+            entry.pack_version,
+        )
+        self.check_thresholds(entry.occurred_at, f"event {entry.event_id}", before)
+
+    def on_loss(self, item: _Item, version: PackVersion) -> None:
+        st = self.state
+        st.loss_seq += 1
+        seq = st.loss_seq
+        at = item.entry.occurred_at
+        if any(t in item.entry.tags for r in version.restorations for t in r.longer_if_tags):
+            st.longer = True
+        for rest in version.restorations:
+            if rest.kind == "clean-period":
+                assert rest.after is not None
+                delay = rest.longer_after if (st.longer and rest.longer_after) else rest.after
+                self.schedule(
+                    add_duration(at, delay, self.tz),
+                    RESTORE,
+                    0,
+                    item.entry.event_id,
+                    ("clean", seq, rest),
+                )
+            elif rest.kind == "small-loss":
+                assert rest.after is not None and rest.max_loss is not None
+                if -item.entry.delta <= rest.max_loss and item.applied < 0:
+                    self.schedule(
+                        add_duration(at, rest.after, self.tz),
+                        RESTORE,
+                        1,
+                        item.entry.event_id,
+                        ("small", seq, rest, item),
+                    )
+            elif rest.kind == "entry-return":
+                assert rest.after is not None
+                if item.entry.tags & set(rest.tags) and item.applied < 0:
+                    self.schedule(
+                        add_duration(at, rest.after, self.tz),
+                        RESTORE,
+                        2,
+                        item.entry.event_id,
+                        ("return", st.settle_gen, rest, item),
+                    )
+
+    # -- time-driven effects -------------------------------------------------------------
+    def effect(self, at: datetime, payload: tuple[Any, ...]) -> None:
+        kind = payload[0]
+        st = self.state
+        before = st.figure
+        if kind == "exit":
+            item: _Item = payload[1]
+            if not item.in_window:
+                return
+            item.in_window = False
+            st.figure -= item.applied
+            self.settle(item, at, "left the window")
+            self.line(
+                at,
+                "window-exit",
+                f"{item.entry.title}: no longer inside the window",
+                -item.entry.delta,
+                st.figure - before,
+                item.entry.event_id,
+                item.entry.rule_id,
+                item.entry.pack_version,
+            )
+        elif kind == "expire":
+            item = payload[1]
+            if item.settled_at is not None:
+                return
+            applied = self.move(at, -item.applied)
+            self.settle(item, at, "stopped counting")
+            self.line(
+                at,
+                "expiry",
+                f"{item.entry.title}: stops counting",
+                -item.applied,
+                applied,
+                item.entry.event_id,
+                item.entry.rule_id,
+                item.entry.pack_version,
+            )
+        elif kind == "clean":
+            _, seq, rest = payload
+            if seq != st.loss_seq or st.terminal:
+                return
+            b = self.bounds(at)
+            assert b is not None
+            applied = self.move(at, b[1] - st.figure)
+            st.settle_gen += 1
+            for it in self.items:
+                if it.entry.delta < 0 and it.settled_at is None:
+                    self.settle(it, at, rest.id)
+            if applied:
+                self.line(
+                    at,
+                    "restoration",
+                    f"{rest.title}: back to {b[1]} points",
+                    applied,
+                    applied,
+                    None,
+                    rest.id,
+                    None,
+                )
+        elif kind == "small":
+            _, seq, rest, item = payload
+            if seq != st.loss_seq or st.terminal or item.settled_at is not None:
+                return
+            applied = self.move(at, -item.applied)
+            self.settle(item, at, rest.id)
+            self.line(
+                at,
+                "restoration",
+                f"{rest.title}: {_pts(-item.applied)} back",
+                -item.applied,
+                applied,
+                item.entry.event_id,
+                rest.id,
+                None,
+            )
+        elif kind == "return":
+            _, gen, rest, item = payload
+            if gen != st.settle_gen or st.terminal or item.settled_at is not None:
+                return
+            applied = self.move(at, -item.applied)
+            self.settle(item, at, rest.id)
+            self.line(
+                at,
+                "restoration",
+                f"{rest.title}: {_pts(-item.applied)} back",
+                -item.applied,
+                applied,
+                item.entry.event_id,
+                rest.id,
+                None,
+            )
+        elif kind == "course":
+            _, event, rest, version = payload
+            self.course(at, event, rest, version)
+            return
+        elif kind == "grace":
+            _, th, since = payload
+            w = st.whiles[th.id]
+            if w.pending_since == since and w.active is None:
+                w.pending_since = None
+                self.open_decision(th, 0, at, f"{_describe(th)} since {self.fmt(since)}")
+            return
+        self.check_thresholds(at, "a time-driven change", before)
+
+    def course(
+        self, at: datetime, event: Event, rest: RestorationSpec, version: PackVersion
+    ) -> None:
+        st = self.state
+        assert rest.points is not None
+        b = self.bounds(at)
+        refusal = None
+        if st.terminal:
+            refusal = "not credited: no course counts after a terminal decision"
+        elif (
+            st.last_course is not None
+            and rest.min_interval is not None
+            and event.occurred_at < add_duration(st.last_course, rest.min_interval, self.tz)
+        ):
+            refusal = (
+                f"not credited: less than {rest.min_interval.describe()} after the course of "
+                f"{self.fmt(st.last_course)}"
+            )
+        elif b is not None and st.figure <= b[0]:
+            refusal = "not credited: a course does not count at the floor"
+        before = st.figure
+        if refusal is None:
+            applied = self.move(at, rest.points)
+            st.last_course = event.occurred_at
+            reason = f"{rest.title}: {_pts(rest.points)}"
+            if applied < rest.points:
+                reason += f" ({applied} counted: never above the ceiling)"
+        else:
+            applied = 0
+            reason = f"{rest.title}: {refusal}"
+        self.line(at, "course", reason, rest.points, applied, event.id, rest.id, version.version)
+        self.check_thresholds(at, f"course {event.id}", before)
+
+    def settle(self, item: _Item, at: datetime, by: str) -> None:
+        item.settled_at = at
+        item.settled_by = by
+        item.settled_later = self.projecting
+
+    # -- thresholds ----------------------------------------------------------------------
+    def check_thresholds(self, at: datetime, trigger: str, before: int) -> None:
+        st = self.state
+        fig = st.figure
+        for th in self.version(at).thresholds:
+            levels = th.level_list()
+            if th.mode == "crossing":
+                reached = []
+                for idx, lv in enumerate(levels):
+                    key = (th.id, idx)
+                    armed = st.armed.get(key, not _beyond(th.direction, before, lv.value))
+                    if armed and _beyond(th.direction, fig, lv.value):
+                        reached.append(idx)
+                        st.armed[key] = False
+                    elif not armed and _back(th.direction, fig, lv.value, th.margin):
+                        st.armed[key] = True
+                    else:
+                        st.armed[key] = armed
+                if reached:
+                    sign = _furthest(th.direction)
+                    best = max(reached, key=lambda j: sign * levels[j].value)
+                    self.open_decision(th, best, at, trigger)
+            else:
+                w = st.whiles.setdefault(th.id, _While())
+                value = levels[0].value
+                if w.active is not None:
+                    if _back(th.direction, fig, value, th.margin):
+                        self.close_decision(w.active, at)
+                        w.active = None
+                elif _beyond(th.direction, fig, value):
+                    if th.grace is None or th.grace.is_zero():
+                        self.open_decision(th, 0, at, trigger)
+                    elif w.pending_since is None:
+                        w.pending_since = at
+                        self.schedule(
+                            add_duration(at, th.grace, self.tz),
+                            RESTORE,
+                            _RESTORE_ORDER["grace"],
+                            th.id,
+                            ("grace", th, at),
+                        )
+                else:
+                    w.pending_since = None
+
+    def open_decision(self, th: ThresholdSpec, level_idx: int, at: datetime, trigger: str) -> None:
+        st = self.state
+        lv = th.level_list()[level_idx]
+        effective = at if th.notice is None else add_duration(at, th.notice, self.tz)
+        ends = None if th.duration is None else add_duration(effective, th.duration, self.tz)
+        decision = Decision(
+            id=_decision_id(self.domain, self.subject, th.id, lv.value, at),
+            domain=self.domain,
+            subject=self.subject,
+            threshold_id=th.id,
+            kind=th.kind,
+            title=th.title,
+            level=lv.value,
+            figure=st.figure,
+            triggered_at=at,
+            effective_at=effective,
+            ends_at=ends,
+            attributes=dict(lv.attributes),
+            trigger=trigger,
+            pack_version=self.version(at).version,
+        )
+        self.decisions.append(decision)
+        if th.mode == "while":
+            st.whiles[th.id].active = len(self.decisions) - 1
+        if th.terminal:
+            st.terminal = True
+        if th.resets and self.window:
+            before = st.figure
+            for item in self.items:
+                if item.in_window:
+                    item.in_window = False
+                    st.figure -= item.applied
+                    self.settle(item, at, f"used for {th.kind}")
+            self.line(
+                at,
+                "reset",
+                f"{th.title}: the points counted for it stop counting",
+                0,
+                st.figure - before,
+            )
+            for idx, lv2 in enumerate(th.level_list()):
+                if _back(th.direction, st.figure, lv2.value, th.margin):
+                    st.armed[(th.id, idx)] = True
+
+    def close_decision(self, index: int, at: datetime) -> None:
+        d = self.decisions[index]
+        if d.ends_at is None or at < d.ends_at:
+            self.decisions[index] = _replace_end(d, at)
+
+    # -- result --------------------------------------------------------------------------
+    def result(self) -> SubjectState:
+        statuses = []
+        for it in self.items:
+            counts = it.settled_at is None or it.settled_later
+            statuses.append(EntryStatus(it.entry, it.applied, counts, it.settled_at, it.settled_by))
+        figure = self.state.figure if self.figure_at_as_of is None else self.figure_at_as_of
+        decisions = tuple(d for d in self.decisions if d.triggered_at <= self.as_of)
+        current = version_at(self.versions, self.as_of)
+        return SubjectState(
+            domain=self.domain,
+            subject=self.subject,
+            as_of=self.as_of,
+            scheme=self.first.scheme.kind,
+            points=figure,
+            lines=tuple(self.lines),
+            upcoming=tuple(self.upcoming),
+            entries=tuple(statuses),
+            decisions=decisions,
+            pack_version=current.version if current else None,
+        )
+
+
+def _replace_end(d: Decision, at: datetime) -> Decision:
+    from dataclasses import replace
+
+    return replace(d, ends_at=at)
+
+
+def _pts(n: int) -> str:
+    word = "point" if abs(n) == 1 else "points"
+    return f"{n:+d} {word}"
+
+
+def _describe(th: ThresholdSpec) -> str:
+    return f"{th.title} ({th.direction.replace('_', ' ')} {th.level_list()[0].value})"
+
+
+def evaluate_subject(
+    versions: Sequence[PackVersion],
+    events: Sequence[Event],
+    as_of: datetime,
+    subject: str | None = None,
+) -> SubjectState:
+    """Fold one subject's events (one domain) under its pack versions, as of ``as_of``.
+
+    ``versions`` must be the domain's versions sorted by effective_from; ``events`` all belong
+    to one subject, in any order. Events after ``as_of`` are ignored; time-driven effects after
+    it are reported as ``upcoming`` (assuming no further events).
+    """
+    if not versions:
+        raise ValueError("evaluate_subject needs at least one pack version")
+    fold = _Fold(versions, events, as_of)
+    if subject is not None:
+        fold.subject = subject
+    fold.run()
+    return fold.result()

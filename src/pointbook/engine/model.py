@@ -1,0 +1,148 @@
+"""The engine's records. All frozen: an entry is never updated, a correction is a new record."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+__all__ = ["Decision", "Entry", "EntryStatus", "Event", "Line", "SubjectState"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An immutable fact reported by an issuer.
+
+    id: the idempotency key, unique within the domain. occurred_at: aware UTC instant.
+    attributes: the event type's declared attributes only. evidence: the issuer's reference
+    to its evidence (a ticket number, a referee's report). issuer: who reported it.
+    """
+
+    id: str
+    domain: str
+    subject: str
+    type: str
+    occurred_at: datetime
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    evidence: str | None = None
+    issuer: str | None = None
+
+    def sort_key(self) -> tuple[datetime, str]:
+        return (self.occurred_at, self.id)
+
+    def content_hash(self) -> str:
+        """What makes two reports with the same id the same report (or a conflict)."""
+        body = {
+            "domain": self.domain,
+            "subject": self.subject,
+            "type": self.type,
+            "occurred_at": self.occurred_at.isoformat(),
+            "attributes": dict(self.attributes),
+            "evidence": self.evidence,
+            "issuer": self.issuer,
+        }
+        raw = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """The ledger line one event produced under one rule of the version in force at its date.
+
+    delta: the rule's nominal points (what the rule says; clamping happens in the fold).
+    counts_until: when the entry stops counting by its own terms (counts_for or the window),
+    None when only a restoration ends it.
+    """
+
+    event_id: str
+    domain: str
+    subject: str
+    rule_id: str
+    pack_version: str
+    pack_hash: str
+    delta: int
+    occurred_at: datetime
+    counts_until: datetime | None
+    title: str
+    evidence: str | None
+    tags: frozenset[str] = frozenset()
+    daily_cap: bool = False
+
+
+LineKind = Literal["entry", "no-rule", "expiry", "window-exit", "restoration", "course", "reset"]
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One step of a subject's timeline, in plain words.
+
+    delta is what the rule or restoration says; applied is what it actually moved after the
+    daily cap and clamping; figure is the balance or window sum after the step.
+    """
+
+    at: datetime
+    kind: LineKind
+    event_id: str | None
+    rule_id: str | None
+    pack_version: str | None
+    delta: int
+    applied: int
+    figure: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class EntryStatus:
+    """An entry as of a time: whether it still counts and when it stops (or stopped)."""
+
+    entry: Entry
+    applied: int
+    counts: bool
+    ends_at: datetime | None
+    ended_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A consequence a threshold produced. Derived: same inputs, same decisions."""
+
+    id: str
+    domain: str
+    subject: str
+    threshold_id: str
+    kind: str
+    title: str
+    level: int
+    figure: int
+    triggered_at: datetime
+    effective_at: datetime
+    ends_at: datetime | None
+    attributes: Mapping[str, Any]
+    trigger: str
+    pack_version: str
+
+    def status(self, as_of: datetime) -> str:
+        if self.ends_at is not None and self.ends_at <= as_of:
+            return "lapsed" if self.ends_at <= self.effective_at else "ended"
+        if as_of < self.effective_at:
+            return "notice"
+        return "in_effect"
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectState:
+    """Everything about one subject in one domain as of a time."""
+
+    domain: str
+    subject: str
+    as_of: datetime
+    scheme: str
+    points: int
+    lines: tuple[Line, ...]
+    upcoming: tuple[Line, ...]
+    entries: tuple[EntryStatus, ...]
+    decisions: tuple[Decision, ...]
+    pack_version: str | None
