@@ -22,6 +22,7 @@ from pointbook.engine.model import Decision, Entry, EntryStatus, Event, Line, Li
 from pointbook.rules.pack import PackVersion, version_at
 from pointbook.rules.spec import (
     BalanceSchemeSpec,
+    LevelSpec,
     RestorationSpec,
     ThresholdSpec,
     WindowSchemeSpec,
@@ -64,8 +65,12 @@ class _State:
     whiles: dict[str, _While] = field(default_factory=dict)
 
 
-def _decision_id(domain: str, subject: str, threshold: str, level: int, at: datetime) -> str:
-    raw = f"{domain}\x1f{subject}\x1f{threshold}\x1f{level}\x1f{at.isoformat()}"
+def _decision_id(
+    domain: str, subject: str, threshold: str, level: int, at: datetime, ordinal: int
+) -> str:
+    # The ordinal tells apart two decisions of one threshold at one instant (several events
+    # on the same day, each crossing after a reset): ids stay a function of the data.
+    raw = f"{domain}\x1f{subject}\x1f{threshold}\x1f{level}\x1f{at.isoformat()}\x1f{ordinal}"
     return "d-" + hashlib.sha256(raw.encode()).hexdigest()[:20]
 
 
@@ -111,6 +116,8 @@ class _Fold:
         self.projecting = False
         self.figure_at_as_of: int | None = None
         self.started = False
+        self.started_checked = False
+        self._levels: dict[int, list[LevelSpec]] = {}
         self.domain = self.first.domain
         self.subject = events[0].subject if events else ""
 
@@ -121,6 +128,12 @@ class _Fold:
 
     def version(self, at: datetime) -> PackVersion:
         return version_at(self.versions, at) or self.first
+
+    def levels(self, th: ThresholdSpec) -> list[LevelSpec]:
+        key = id(th)
+        if key not in self._levels:
+            self._levels[key] = th.level_list()
+        return self._levels[key]
 
     def bounds(self, at: datetime) -> tuple[int, int] | None:
         scheme = self.version(at).scheme
@@ -184,7 +197,7 @@ class _Fold:
             return
         self.started = True
         for th in self.first.thresholds:
-            for idx, lv in enumerate(th.level_list()):
+            for idx, lv in enumerate(self.levels(th)):
                 self.state.armed[(th.id, idx)] = not _beyond(
                     th.direction, self.state.figure, lv.value
                 )
@@ -467,8 +480,11 @@ class _Fold:
     def check_thresholds(self, at: datetime, trigger: str, before: int) -> None:
         st = self.state
         fig = st.figure
+        if fig == before and self.started_checked:
+            return  # nothing moved: no threshold can change state
+        self.started_checked = True
         for th in self.version(at).thresholds:
-            levels = th.level_list()
+            levels = self.levels(th)
             if th.mode == "crossing":
                 reached = []
                 for idx, lv in enumerate(levels):
@@ -509,11 +525,12 @@ class _Fold:
 
     def open_decision(self, th: ThresholdSpec, level_idx: int, at: datetime, trigger: str) -> None:
         st = self.state
-        lv = th.level_list()[level_idx]
+        lv = self.levels(th)[level_idx]
         effective = at if th.notice is None else add_duration(at, th.notice, self.tz)
         ends = None if th.duration is None else add_duration(effective, th.duration, self.tz)
+        ordinal = sum(1 for d in self.decisions if d.threshold_id == th.id and d.triggered_at == at)
         decision = Decision(
-            id=_decision_id(self.domain, self.subject, th.id, lv.value, at),
+            id=_decision_id(self.domain, self.subject, th.id, lv.value, at, ordinal),
             domain=self.domain,
             subject=self.subject,
             threshold_id=th.id,
@@ -547,7 +564,7 @@ class _Fold:
                 0,
                 st.figure - before,
             )
-            for idx, lv2 in enumerate(th.level_list()):
+            for idx, lv2 in enumerate(self.levels(th)):
                 if _back(th.direction, st.figure, lv2.value, th.margin):
                     st.armed[(th.id, idx)] = True
 

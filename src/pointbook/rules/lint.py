@@ -260,7 +260,9 @@ def check_scheme(doc: PackDocument, spec: PackSpec) -> list[Finding]:
         if window:
             out.append(_err(doc, path, "pack/scheme", "restorations apply to balance schemes only"))
             continue
-        for tag in [*rest.longer_if_tags, *rest.tags]:
+        named = [*rest.longer_if_tags, *rest.tags]
+        # A tag no rule carries yet is fine (a scale may lack a class); none carried is a typo.
+        for tag in named if named and not set(named) & all_tags else []:
             if tag not in all_tags:
                 out.append(
                     _warn(

@@ -1,0 +1,5 @@
+"""`python -m pointbook`."""
+
+from pointbook.cli import main
+
+main()

@@ -1,0 +1,392 @@
+"""The ledger: the library API the CLI (and later the HTTP service) are thin shells around.
+
+It joins the pure engine to a store: publishing pack versions under the rules of principle 4,
+ingesting events idempotently in atomic batches, and answering balance, explain, decisions and
+export questions. The clock is injected (``now``) so that tests control time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pointbook.dates import parse_instant
+from pointbook.engine import (
+    Decision,
+    Entry,
+    Event,
+    SubjectState,
+    evaluate_subject,
+    judge,
+    validate_event,
+)
+from pointbook.errors import (
+    ConflictError,
+    EventError,
+    InvalidTimeError,
+    PointbookError,
+    PublishError,
+    UnknownDomainError,
+)
+from pointbook.intake import RawRecord
+from pointbook.rules.pack import PackVersion, load_pack_file, load_pack_text
+from pointbook.store.base import PackRow, Store
+
+__all__ = ["HORIZON", "IngestReport", "Ledger", "PublishResult", "Reject"]
+
+# Decisions are materialised from a fold that runs to the end of every known effect.
+HORIZON = datetime(3000, 1, 1, tzinfo=UTC)
+# Events reported as happening in the future are refused (beyond clock skew).
+FUTURE_TOLERANCE = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    domain: str
+    version: str
+    effective_from: datetime
+    status: str  # "published" | "unchanged"
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    line: int
+    event_id: str | None
+    code: str
+    reason: str
+    text: str
+
+
+@dataclass
+class IngestReport:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[Reject] = field(default_factory=list)
+    entries: int = 0
+    subjects: set[tuple[str, str]] = field(default_factory=set)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": len(self.rejected),
+            "entries": self.entries,
+        }
+
+
+def _coerce_csv(value: Any, kind: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        if kind == "integer":
+            return int(value)
+        if kind == "number":
+            return float(value)
+    except ValueError:
+        return value  # left as text: the attribute check then says what is wrong
+    if kind == "boolean":
+        return {"true": True, "false": False}.get(value.lower(), value)
+    return value
+
+
+class Ledger:
+    def __init__(self, store: Store, now: Callable[[], datetime] | None = None) -> None:
+        self.store = store
+        self.now = now or (lambda: datetime.now(UTC))
+        self._versions: dict[str, list[PackVersion]] = {}
+
+    @classmethod
+    def open(cls, db: str, now: Callable[[], datetime] | None = None) -> Ledger:
+        from pointbook.store import open_store
+
+        return cls(open_store(db), now)
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- packs -------------------------------------------------------------------------------
+    def versions(self, domain: str) -> list[PackVersion]:
+        if domain not in self._versions:
+            out = []
+            for row in self.store.pack_rows(domain):
+                (v,) = load_pack_text(row.text, f"{domain}@{row.version}")
+                out.append(v)
+            self._versions[domain] = out
+        return self._versions[domain]
+
+    def require_domain(self, domain: str) -> list[PackVersion]:
+        versions = self.versions(domain)
+        if not versions:
+            known = ", ".join(self.store.domains()) or "none yet"
+            raise UnknownDomainError(
+                f"no pack is published for domain {domain!r} (published: {known}); publish one "
+                "with `pointbook pack publish FILE`"
+            )
+        return versions
+
+    def publish_file(self, path: str | Path) -> list[PublishResult]:
+        return self.publish(load_pack_file(path))
+
+    def publish(self, versions: Sequence[PackVersion]) -> list[PublishResult]:
+        """Publish versions in order. Principle 4: once a domain has events, no version may take
+        effect before the moment it is published; versions are published in date order."""
+        results = []
+        for v in versions:
+            existing = {r.version: r for r in self.store.pack_rows(v.domain)}
+            if v.version in existing:
+                row = existing[v.version]
+                if row.content_hash != v.content_hash:
+                    raise PublishError(
+                        f"{v.domain} version {v.version!r} is already published with different "
+                        f"content ({row.content_hash[:19]}…); published versions never change: "
+                        "give the new text a new version name and a future effective_from"
+                    )
+                results.append(
+                    PublishResult(
+                        v.domain, v.version, v.effective_from, "unchanged", v.content_hash
+                    )
+                )
+                continue
+            now = self.now()
+            current = self.versions(v.domain)
+            if current:
+                last = current[-1]
+                if v.effective_from <= last.effective_from:
+                    raise PublishError(
+                        f"{v.domain} version {v.version!r} takes effect "
+                        f"{v.effective_from.isoformat()}, not after the latest published version "
+                        f"{last.version!r} ({last.effective_from.isoformat()}): versions are "
+                        "published in date order"
+                    )
+                if v.scheme.kind != last.scheme.kind or v.spec.timezone != last.spec.timezone:
+                    raise PublishError(
+                        f"{v.domain} version {v.version!r} changes the scheme kind or time zone; "
+                        "a domain keeps one of each"
+                    )
+            if v.effective_from < now and self.store.has_events(v.domain):
+                raise PublishError(
+                    f"{v.domain} version {v.version!r} would take effect "
+                    f"{v.effective_from.isoformat()}, before now ({now.isoformat(timespec='seconds')}),"
+                    " and the domain already has events: no retroactive rules (principle 4). Set "
+                    "effective_from to a future date."
+                )
+            self.store.insert_pack(
+                PackRow(v.domain, v.version, v.effective_from, now, v.content_hash, v.text)
+            )
+            self._versions.pop(v.domain, None)
+            results.append(
+                PublishResult(v.domain, v.version, v.effective_from, "published", v.content_hash)
+            )
+        return results
+
+    # -- ingest ------------------------------------------------------------------------------
+    def to_event(self, record: RawRecord) -> tuple[Event, list[Entry]]:
+        """Check one parsed record against the domain's packs; the event and its entries."""
+        assert record.event is not None
+        e = record.event
+        versions = self.require_domain(e.domain)
+        tz = versions[0].tz
+        try:
+            occurred = parse_instant(e.occurred_at, tz)
+        except InvalidTimeError as exc:
+            raise EventError(f"occurred_at: {exc}", code="event/time") from exc
+        if occurred > self.now() + FUTURE_TOLERANCE:
+            raise EventError(
+                f"occurred_at {e.occurred_at} is in the future: events are reported after they happen",
+                code="event/future",
+            )
+        attributes = dict(e.attributes)
+        attributes = {k: v for k, v in attributes.items() if v is not None}
+        if record.from_csv:
+            from pointbook.rules.pack import version_at
+
+            v = version_at(versions, occurred)
+            et = v.event_types.get(e.type) if v else None
+            if et is not None:
+                attributes = {
+                    k: _coerce_csv(val, et.attributes[k].type) if k in et.attributes else val
+                    for k, val in attributes.items()
+                }
+        event = Event(e.id, e.domain, e.subject, e.type, occurred, attributes, e.evidence, e.issuer)
+        version = validate_event(event, versions)
+        return event, judge(event, version)
+
+    def ingest(
+        self,
+        records: Iterable[RawRecord],
+        batch_size: int = 5000,
+        progress: Callable[[int], None] | None = None,
+        refresh: bool = True,
+    ) -> IngestReport:
+        """Ingest records in atomic batches: every good record lands, every bad one is reported.
+
+        The same id with the same content is a duplicate and changes nothing; with different
+        content it is a conflict and is rejected. A batch that fails to write is rolled back
+        whole and the error raised (earlier batches stay committed).
+        """
+        report = IngestReport()
+        batch: list[RawRecord] = []
+        for record in records:
+            batch.append(record)
+            if len(batch) >= batch_size:
+                self._ingest_batch(batch, report)
+                if progress:
+                    progress(len(batch))
+                batch = []
+        if batch:
+            self._ingest_batch(batch, report)
+            if progress:
+                progress(len(batch))
+        if refresh:
+            self.refresh_decisions()
+        return report
+
+    def _ingest_batch(self, batch: list[RawRecord], report: IngestReport) -> None:
+        good: dict[tuple[str, str], tuple[RawRecord, Event, str, list[Entry]]] = {}
+
+        def reject(rec: RawRecord, code: str, reason: str) -> None:
+            eid = rec.event.id if rec.event else None
+            report.rejected.append(Reject(rec.line, eid, code, reason, rec.text))
+
+        for rec in batch:
+            if rec.event is None:
+                reject(rec, "event/invalid", rec.error or "unreadable")
+                continue
+            try:
+                event, entries = self.to_event(rec)
+            except EventError as exc:
+                reject(rec, exc.code, str(exc))
+                continue
+            except UnknownDomainError as exc:
+                reject(rec, "event/unknown-domain", str(exc))
+                continue
+            h = event.content_hash()
+            key = (event.domain, event.id)
+            if key in good:
+                if good[key][2] == h:
+                    report.duplicates += 1
+                else:
+                    reject(rec, "event/conflict", _conflict(event.id, f"line {good[key][0].line}"))
+                continue
+            good[key] = (rec, event, h, entries)
+        by_domain: dict[str, list[str]] = {}
+        for dom, eid in good:
+            by_domain.setdefault(dom, []).append(eid)
+        for dom, ids in by_domain.items():
+            for eid, h in self.store.event_hashes(dom, ids).items():
+                rec, _event, mine, _ = good.pop((dom, eid))
+                if mine == h:
+                    report.duplicates += 1
+                else:
+                    reject(rec, "event/conflict", _conflict(eid, "an earlier report"))
+        if not good:
+            return
+        events = [(ev, h) for _, ev, h, _ in good.values()]
+        entries = [n for _, _, _, ns in good.values() for n in ns]
+        self.store.write_batch(events, entries, self.now())
+        report.accepted += len(events)
+        report.entries += len(entries)
+        report.subjects.update((e.domain, e.subject) for e, _ in events)
+
+    def ingest_one(self, record: RawRecord) -> str:
+        """One event through the same path as a batch; returns accepted/duplicate, raises if not."""
+        report = self.ingest([record])
+        if report.rejected:
+            r = report.rejected[0]
+            if r.code == "event/conflict":
+                raise ConflictError(r.reason)
+            raise EventError(r.reason, code=r.code)
+        return "accepted" if report.accepted else "duplicate"
+
+    # -- decisions -----------------------------------------------------------------------------
+    def refresh_decisions(
+        self, domain: str | None = None, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Re-derive decisions for every subject dirtied by new events; append what changed."""
+        done = 0
+        while True:
+            dirty = self.store.dirty_subjects(domain, 500)
+            if not dirty:
+                return done
+            by_domain: dict[str, list[str]] = {}
+            for dom, subj in dirty:
+                by_domain.setdefault(dom, []).append(subj)
+            for dom, subjects in by_domain.items():
+                self._refresh(dom, subjects)
+                done += len(subjects)
+                if progress:
+                    progress(len(subjects))
+
+    def _refresh(self, domain: str, subjects: list[str]) -> None:
+        versions = self.require_domain(domain)
+        events = self.store.subject_events(domain, subjects)
+        current = {row.decision.id: row for row in self.store.current_decisions(domain, subjects)}
+        revisions: list[tuple[Decision, int, bool]] = []
+        seen: set[str] = set()
+        for subject in subjects:
+            state = evaluate_subject(versions, events[subject], HORIZON, subject=subject)
+            for d in state.decisions:
+                seen.add(d.id)
+                row = current.get(d.id)
+                if row is None:
+                    revisions.append((d, 1, False))
+                elif row.withdrawn or row.decision != d:
+                    revisions.append((d, row.revision + 1, False))
+        for did, row in current.items():
+            if did not in seen and not row.withdrawn:
+                revisions.append((row.decision, row.revision + 1, True))
+        self.store.write_decisions(domain, subjects, revisions, self.now())
+
+    def decisions(
+        self, domain: str, subject: str | None = None, as_of: datetime | None = None
+    ) -> list[tuple[Decision, str]]:
+        """Current decisions of a domain (or one subject) with their status as of a time."""
+        self.require_domain(domain)
+        self.refresh_decisions(domain)
+        when = as_of or self.now()
+        rows = self.store.current_decisions(domain, None if subject is None else [subject])
+        return [
+            (r.decision, r.decision.status(when))
+            for r in rows
+            if not r.withdrawn and r.decision.triggered_at <= when
+        ]
+
+    # -- reading one subject ---------------------------------------------------------------------
+    def state(self, domain: str, subject: str, as_of: datetime | None = None) -> SubjectState:
+        versions = self.require_domain(domain)
+        events = self.store.subject_events(domain, [subject])[subject]
+        return evaluate_subject(versions, events, as_of or self.now(), subject=subject)
+
+    def states(self, domain: str, as_of: datetime, chunk: int = 500) -> Iterator[SubjectState]:
+        """Every subject of a domain as of a time, folded chunk by chunk."""
+        versions = self.require_domain(domain)
+        subjects = self.store.subjects(domain)
+        for i in range(0, len(subjects), chunk):
+            part = subjects[i : i + chunk]
+            events = self.store.subject_events(domain, part)
+            for subject in part:
+                yield evaluate_subject(versions, events[subject], as_of, subject=subject)
+
+    def export(self, domain: str, subject: str) -> dict[str, Any]:
+        """The subject's whole record in this domain (principle 6), as JSON-ready data."""
+        from pointbook.views import export_record
+
+        versions = self.require_domain(domain)
+        events = self.store.subject_events(domain, [subject])[subject]
+        entries = self.store.subject_entries(domain, subject)
+        state = evaluate_subject(versions, events, self.now(), subject=subject)
+        return export_record(versions, events, entries, state, self.now())
+
+
+def _conflict(event_id: str, where: str) -> str:
+    return (
+        f"event id {event_id!r} was already reported ({where}) with different content; an id is "
+        "reported once: send a new id for a new event"
+    )
+
+
+__all__ += ["PointbookError"]
