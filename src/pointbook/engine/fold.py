@@ -117,7 +117,9 @@ class _Fold:
         self.figure_at_as_of: int | None = None
         self.started = False
         self.started_checked = False
-        self._levels: dict[int, list[LevelSpec]] = {}
+        self.started_after_first = False
+        self._thresholds: dict[int, list[tuple[ThresholdSpec, list[LevelSpec], int, int]]] = {}
+        self._levels: dict[int, tuple[list[LevelSpec], int, int]] = {}
         self.domain = self.first.domain
         self.subject = events[0].subject if events else ""
 
@@ -129,11 +131,23 @@ class _Fold:
     def version(self, at: datetime) -> PackVersion:
         return version_at(self.versions, at) or self.first
 
-    def levels(self, th: ThresholdSpec) -> list[LevelSpec]:
+    def levels(self, th: ThresholdSpec) -> tuple[list[LevelSpec], int, int]:
+        """A threshold's levels and the span of figures (levels give or take the margin)
+        inside which a move can change its state."""
         key = id(th)
         if key not in self._levels:
-            self._levels[key] = th.level_list()
+            levels = th.level_list()
+            values = [lv.value for lv in levels]
+            reach = th.margin + 1
+            self._levels[key] = (levels, min(values) - reach, max(values) + reach)
         return self._levels[key]
+
+    def thresholds(self, at: datetime) -> list[tuple[ThresholdSpec, list[LevelSpec], int, int]]:
+        version = self.version(at)
+        key = id(version)
+        if key not in self._thresholds:
+            self._thresholds[key] = [(th, *self.levels(th)) for th in version.thresholds]
+        return self._thresholds[key]
 
     def bounds(self, at: datetime) -> tuple[int, int] | None:
         scheme = self.version(at).scheme
@@ -197,7 +211,7 @@ class _Fold:
             return
         self.started = True
         for th in self.first.thresholds:
-            for idx, lv in enumerate(self.levels(th)):
+            for idx, lv in enumerate(self.levels(th)[0]):
                 self.state.armed[(th.id, idx)] = not _beyond(
                     th.direction, self.state.figure, lv.value
                 )
@@ -482,9 +496,13 @@ class _Fold:
         fig = st.figure
         if fig == before and self.started_checked:
             return  # nothing moved: no threshold can change state
+        self.started_after_first = self.started_checked
         self.started_checked = True
-        for th in self.version(at).thresholds:
-            levels = self.levels(th)
+        lo, hi = min(before, fig), max(before, fig)
+        for th, levels, span_lo, span_hi in self.thresholds(at):
+            # A level changes state only when the move passes it (give or take the margin).
+            if self.started_after_first and (hi < span_lo or lo > span_hi):
+                continue
             if th.mode == "crossing":
                 reached = []
                 for idx, lv in enumerate(levels):
@@ -525,7 +543,7 @@ class _Fold:
 
     def open_decision(self, th: ThresholdSpec, level_idx: int, at: datetime, trigger: str) -> None:
         st = self.state
-        lv = self.levels(th)[level_idx]
+        lv = self.levels(th)[0][level_idx]
         effective = at if th.notice is None else add_duration(at, th.notice, self.tz)
         ends = None if th.duration is None else add_duration(effective, th.duration, self.tz)
         ordinal = sum(1 for d in self.decisions if d.threshold_id == th.id and d.triggered_at == at)
@@ -564,7 +582,7 @@ class _Fold:
                 0,
                 st.figure - before,
             )
-            for idx, lv2 in enumerate(self.levels(th)):
+            for idx, lv2 in enumerate(self.levels(th)[0]):
                 if _back(th.direction, st.figure, lv2.value, th.margin):
                     st.armed[(th.id, idx)] = True
 

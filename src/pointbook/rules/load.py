@@ -80,8 +80,18 @@ def _scalar(node: Node, file: str) -> Any:
     loader = _SAFE("")
     try:
         return loader.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:
+        raise PackError(
+            f"{file}:{node.start_mark.line + 1}: not a plain YAML value: {exc}"
+        ) from exc
     finally:
         loader.dispose()
+
+
+_PLAIN_TAGS = {"!"} | {
+    f"tag:yaml.org,2002:{t}"
+    for t in ("str", "int", "float", "bool", "null", "timestamp", "map", "seq")
+}
 
 
 def _check_events(text: str, file: str) -> None:
@@ -93,7 +103,7 @@ def _check_events(text: str, file: str) -> None:
                 "value out in full"
             )
         tag = getattr(event, "tag", None)
-        if tag and not tag.startswith("tag:yaml.org,2002:") and tag != "!":
+        if tag and tag not in _PLAIN_TAGS:
             raise PackError(f"{file}:{line}: YAML tag {tag!r} is not allowed in packs")
 
 

@@ -1,0 +1,39 @@
+# pointbook — two commands on a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DB ?= pointbook.db
+
+.PHONY: demo test lint check clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "pointbook needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $@ $(VENV)/.installed
+
+## demo: set up .venv and run the demo on the embedded SQLite file $(DB)
+demo: $(VENV)/.installed
+	$(BIN)/pointbook demo --db $(DB)
+
+## test: set up .venv with the test extras and run the whole suite
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest
+
+## lint: ruff and mypy --strict on src/
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+check: lint test
+
+clean:
+	rm -rf $(VENV) demo-data $(DB) $(DB)-wal $(DB)-shm

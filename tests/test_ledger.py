@@ -1,0 +1,197 @@
+"""The ledger over the SQLite store: publication rules, idempotent atomic ingest, decisions."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import pack
+from pointbook.engine import judge, validate_event
+from pointbook.errors import ConflictError, PublishError, StoreError, UnknownDomainError
+from pointbook.intake import EventIn, RawRecord
+from pointbook.ledger import Ledger
+from pointbook.store import SQLiteStore, open_store
+
+BODY = """
+scheme: {kind: balance, start: 100, floor: 0, ceiling: 100}
+event_types:
+  littering: {attributes: {weight_kg: integer}}
+rules:
+  - {id: litter, title: Littering, category: public-order, basis: Ordinance 4, event: littering, points: -30}
+thresholds:
+  - {id: hearing, kind: hearing-notice, title: Hearing, basis: Due process, direction: below, value: 50, mode: crossing, notice: 14 days}
+"""
+NOW = datetime(2024, 6, 1, tzinfo=UTC)
+
+
+def record(n: int, id: str, at: str, subject: str = "s1", **extra: Any) -> RawRecord:
+    body = {
+        "id": id,
+        "domain": "town",
+        "subject": subject,
+        "type": "littering",
+        "occurred_at": at,
+        "attributes": {"weight_kg": 1},
+        "evidence": "ticket-1",
+        **extra,
+    }
+    return RawRecord(n, str(body), EventIn.model_validate(body), None)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    led = Ledger(SQLiteStore(tmp_path / "t.db"), now=lambda: NOW)
+    led.publish(pack(BODY))
+    return led
+
+
+def test_the_same_event_again_is_a_duplicate_and_changes_nothing(ledger: Ledger) -> None:
+    first = ledger.ingest([record(1, "e1", "2024-01-10")])
+    again = ledger.ingest([record(1, "e1", "2024-01-10"), record(2, "e1", "2024-01-10")])
+    assert (first.accepted, again.accepted, again.duplicates) == (1, 0, 2)
+    assert ledger.state("town", "s1").points == 70
+    assert len(ledger.store.subject_entries("town", "s1")) == 1
+
+
+def test_the_same_id_with_other_content_is_a_conflict(ledger: Ledger) -> None:
+    ledger.ingest([record(1, "e1", "2024-01-10")])
+    report = ledger.ingest([record(7, "e1", "2024-01-11")])
+    assert report.accepted == 0
+    (rej,) = report.rejected
+    assert (rej.line, rej.code) == (7, "event/conflict")
+    with pytest.raises(ConflictError):
+        ledger.ingest_one(record(1, "e1", "2024-01-12"))
+    assert ledger.state("town", "s1").points == 70
+
+
+def test_a_conflict_inside_one_batch_keeps_the_first_report(ledger: Ledger) -> None:
+    report = ledger.ingest([record(1, "e1", "2024-01-10"), record(2, "e1", "2024-01-11")])
+    assert report.accepted == 1 and report.rejected[0].line == 2
+    assert "line 1" in report.rejected[0].reason
+
+
+def test_good_lines_land_and_bad_lines_are_reported_with_their_reason(ledger: Ledger) -> None:
+    bad_type = RawRecord(2, "", EventIn.model_validate({**_body("e2"), "type": "litering"}), None)
+    unreadable = RawRecord(3, "{", None, "not valid JSON")
+    report = ledger.ingest([record(1, "e1", "2024-01-10"), bad_type, unreadable])
+    assert report.accepted == 1
+    assert [(r.line, r.code) for r in report.rejected] == [
+        (2, "event/unknown-type"),
+        (3, "event/invalid"),
+    ]
+    assert "did you mean 'littering'" in report.rejected[0].reason
+
+
+def _body(id: str) -> dict[str, Any]:
+    return {
+        "id": id,
+        "domain": "town",
+        "subject": "s1",
+        "type": "littering",
+        "occurred_at": "2024-01-10",
+        "attributes": {"weight_kg": 1},
+    }
+
+
+def test_events_before_the_first_version_or_in_the_future_are_rejected(ledger: Ledger) -> None:
+    report = ledger.ingest([record(1, "old", "2019-12-31"), record(2, "future", "2024-07-01")])
+    assert [r.code for r in report.rejected] == ["event/before-first-version", "event/future"]
+
+
+def test_a_batch_that_fails_to_write_leaves_nothing_behind(ledger: Ledger) -> None:
+    store = ledger.store
+    assert isinstance(store, SQLiteStore)
+    ledger.ingest([record(1, "e1", "2024-01-10")])
+    # A trigger makes the entries insert fail after the events insert ran in the same batch.
+    store.conn.execute(
+        "CREATE TRIGGER boom BEFORE INSERT ON pb_entries WHEN NEW.event_id = 'e3' "
+        "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+    )
+    with pytest.raises(sqlite3.DatabaseError):
+        ledger.ingest([record(1, "e2", "2024-02-10"), record(2, "e3", "2024-03-10")])
+    assert store.event_hashes("town", ["e1", "e2", "e3"]).keys() == {"e1"}
+    assert len(store.subject_entries("town", "s1")) == 1
+
+
+def test_stored_entries_are_what_the_engine_judges(ledger: Ledger) -> None:
+    ledger.ingest([record(1, "e1", "2024-01-10"), record(2, "e2", "2024-02-10")])
+    versions = ledger.versions("town")
+    stored = ledger.store.subject_entries("town", "s1")
+    events = ledger.store.subject_events("town", ["s1"])["s1"]
+    judged = [n for e in events for n in judge(e, validate_event(e, versions))]
+    assert stored == judged
+
+
+def test_decisions_are_materialised_and_withdrawn_when_a_late_event_changes_history(
+    tmp_path: Path,
+) -> None:
+    led = Ledger(SQLiteStore(tmp_path / "w.db"), now=lambda: NOW)
+    led.publish(pack(BODY))
+    led.ingest([record(1, "e1", "2024-01-10"), record(2, "e2", "2024-03-10")])
+    (before,) = led.decisions("town", "s1")
+    assert before[0].triggered_at == datetime(2024, 3, 10, tzinfo=UTC)
+    # A late report dated before e2 crosses the line first: the decision moves earlier.
+    led.ingest([record(3, "e0", "2024-02-01")])
+    (after,) = led.decisions("town", "s1")
+    assert after[0].triggered_at == datetime(2024, 2, 1, tzinfo=UTC)
+    assert after[0].id != before[0].id
+    rows = led.store.current_decisions("town", ["s1"])
+    assert {r.decision.id: r.withdrawn for r in rows} == {before[0].id: True, after[0].id: False}
+
+
+def test_publishing_the_same_version_twice_is_unchanged(ledger: Ledger) -> None:
+    (result,) = ledger.publish(pack(BODY))
+    assert result.status == "unchanged"
+
+
+def test_a_published_version_never_changes(ledger: Ledger) -> None:
+    changed = BODY.replace("points: -30", "points: -40")
+    with pytest.raises(PublishError, match="never change"):
+        ledger.publish(pack(changed))
+
+
+def _version(n: str, when: str) -> str:
+    return f"""
+domain: town
+version: "{n}"
+effective_from: {when}
+title: Test scheme
+purpose: Testing the ledger.
+retention: 5 years
+"""
+
+
+def test_history_may_be_loaded_while_the_domain_has_no_events(ledger: Ledger) -> None:
+    (r,) = ledger.publish(pack(BODY, head=_version("2", "2021-01-01")))
+    assert r.status == "published"
+
+
+def test_no_retroactive_version_once_the_domain_has_events(ledger: Ledger) -> None:
+    ledger.ingest([record(1, "e1", "2024-01-10")])
+    with pytest.raises(PublishError, match="principle 4"):
+        ledger.publish(pack(BODY, head=_version("2", "2024-05-31")))
+    (r,) = ledger.publish(pack(BODY, head=_version("2", "2024-06-02")))
+    assert r.status == "published"
+
+
+def test_versions_are_published_in_date_order(ledger: Ledger) -> None:
+    with pytest.raises(PublishError, match="date order"):
+        ledger.publish(pack(BODY, head=_version("0", "2019-01-01")))
+
+
+def test_an_unknown_domain_is_named(ledger: Ledger) -> None:
+    with pytest.raises(UnknownDomainError, match="'nowhere'"):
+        ledger.state("nowhere", "s1")
+
+
+def test_open_store_refuses_what_it_cannot_open(tmp_path: Path) -> None:
+    bad = tmp_path / "not-a-db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="cannot open"):
+        open_store(str(bad))
+    with pytest.raises(StoreError, match="PostgreSQL"):
+        open_store("postgresql://localhost/test")
