@@ -90,7 +90,7 @@ def test_present_tests_for_absence_explicitly() -> None:
 def test_unknown_field_is_named_with_a_suggestion() -> None:
     problems = check_condition(cond({"field": "over_kmhh", "ge": 5}), ATTRS, "speeding")
     assert len(problems) == 1
-    path, code, message = problems[0]
+    _path, code, message = problems[0]
     assert code == "pack/unknown-field"
     assert "did you mean 'over_kmh'" in message
 

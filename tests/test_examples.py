@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -44,8 +45,8 @@ def test_fr_driving_carries_its_history_as_versions() -> None:
 
 
 @pytest.mark.parametrize("module", [pointbook, pointbook.engine])
-def test_public_names_are_sorted_and_exist(module: object) -> None:
-    names = getattr(module, "__all__")
+def test_public_names_are_sorted_and_exist(module: ModuleType) -> None:
+    names = module.__all__
     assert names == sorted(names)
     for name in names:
         assert hasattr(module, name), name
