@@ -20,6 +20,7 @@ __all__ = [
     "Duration",
     "add_duration",
     "day_start",
+    "describe_as_of",
     "end_of_day",
     "format_local",
     "from_micros",
@@ -139,8 +140,16 @@ def parse_as_of(value: str | None, tz: ZoneInfo, now: datetime) -> datetime:
 
 def format_local(instant: datetime, tz: ZoneInfo) -> str:
     local = instant.astimezone(tz)
-    if local.time() == time(0) and local.microsecond == 0:
+    if local.time() == time(0):
         return local.date().isoformat()
+    return local.isoformat(timespec="microseconds" if local.microsecond else "seconds")
+
+
+def describe_as_of(instant: datetime, tz: ZoneInfo) -> str:
+    """Human words for an as-of instant: 'the end of 2021-06-30' for a bare-date as-of."""
+    local = instant.astimezone(tz)
+    if local.time() == time(23, 59, 59, 999_999):
+        return f"the end of {local.date().isoformat()}"
     return local.isoformat(timespec="seconds")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.table import Table
@@ -83,8 +84,13 @@ def publish(
     ledger = open_ledger(db)
     try:
         results = ledger.publish_file(file)
+        zones = {r.domain: ledger.versions(r.domain)[0].tz for r in results}
     finally:
         ledger.close()
+
+    def tz_of(domain: str) -> ZoneInfo:
+        return zones[domain]
+
     if json_out:
         print_json(
             [
@@ -101,7 +107,7 @@ def publish(
         return
     for r in results:
         console.print(
-            f"{e(r.domain)} version {e(r.version)} (effective {r.effective_from.date()}): "
+            f"{e(r.domain)} version {e(r.version)} (effective {format_local(r.effective_from, tz_of(r.domain))}): "
             f"[bold]{r.status}[/] {r.content_hash[:19]}…"
         )
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, Annotated, Any
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -23,6 +25,7 @@ from pointbook.cli.common import (
     open_ledger,
     print_json,
 )
+from pointbook.dates import describe_as_of
 from pointbook.intake import read_records
 from pointbook.views import balance_view, decision_view, explain_view
 
@@ -136,6 +139,15 @@ def ingest(
         raise typer.Exit(1)
 
 
+def _headline(
+    domain: str, subject: str, view: dict[str, Any], when: datetime, tz: ZoneInfo
+) -> None:
+    console.print(
+        f"[bold]{e(domain)}[/] / [bold]{e(subject)}[/] as of {e(describe_as_of(when, tz))}: "
+        f"[bold]{view['points']}[/] points ({e(_scheme_words(view))})"
+    )
+
+
 def _scheme_words(view: dict[str, object]) -> str:
     s = view["scheme"]
     assert isinstance(s, dict)
@@ -186,14 +198,13 @@ def balance(
     try:
         when = as_of_instant(ledger, domain, as_of)
         view = balance_view(ledger.state(domain, subject, when), ledger.versions(domain))
+        ledger_tz = ledger.versions(domain)[0].tz
     finally:
         ledger.close()
     if json_out:
         print_json(view)
         return
-    console.print(
-        f"[bold]{e(domain)}[/] / [bold]{e(subject)}[/] as of {e(view['as_of'])}: [bold]{view['points']}[/] points ({e(_scheme_words(view))})"
-    )
+    _headline(domain, subject, view, when, ledger_tz)
     _print_decisions(view["decisions"])
 
 
@@ -209,48 +220,45 @@ def explain(
     try:
         when = as_of_instant(ledger, domain, as_of)
         view = explain_view(ledger.state(domain, subject, when), ledger.versions(domain))
+        ledger_tz = ledger.versions(domain)[0].tz
     finally:
         ledger.close()
     if json_out:
         print_json(view)
         return
-    console.print(
-        f"[bold]{e(domain)}[/] / [bold]{e(subject)}[/] as of {e(view['as_of'])}: [bold]{view['points']}[/] points ({e(_scheme_words(view))})"
-    )
-    t = Table(title="Why", show_lines=False)
-    for c in (
-        "date",
-        "change",
-        "points after",
-        "counts",
-        "until",
-        "reason",
-        "event",
-        "rule @ version",
-    ):
-        t.add_column(c)
+    _headline(domain, subject, view, when, ledger_tz)
+    t = Table(title="Why", show_lines=False, expand=True)
+    t.add_column("date", no_wrap=True)
+    t.add_column("change", justify="right", no_wrap=True)
+    t.add_column("points", justify="right")
+    t.add_column("reason", ratio=1)
     for line in view["entries"]:
-        counts = {True: "yes", False: "no", None: ""}[line["counts"]]
         change = f"{line['applied']:+d}" + (
             f" (of {line['delta']:+d})" if line["applied"] != line["delta"] else ""
         )
-        rule = f"{line['rule_id'] or ''}" + (
-            f" @ {line['pack_version']}" if line["pack_version"] else ""
+        status = ""
+        if line["counts"] is True and line["expires_at"]:
+            status = f"counts until {line['expires_at']}"
+        elif line["counts"] is False and line["kind"] == "entry":
+            status = (
+                f"stopped counting {line['expires_at']}" if line["expires_at"] else "does not count"
+            )
+        source = " · ".join(
+            x
+            for x in (
+                f"event {line['event_id']}" if line["event_id"] else "",
+                f"rule {line['rule_id']} @ {line['pack_version']}"
+                if line["rule_id"] and line["pack_version"]
+                else (line["rule_id"] or ""),
+                status,
+            )
+            if x
         )
         t.add_row(
-            *(
-                e(x)
-                for x in (
-                    line["occurred_at"],
-                    change,
-                    line["figure"],
-                    counts,
-                    line["expires_at"] or "",
-                    line["reason"],
-                    line["event_id"] or "",
-                    rule,
-                )
-            )
+            e(line["occurred_at"]),
+            e(change),
+            e(line["figure"]),
+            f"{e(line['reason'])}\n[dim]{e(source)}[/]",
         )
     console.print(t)
     if view["upcoming"]:
