@@ -25,11 +25,11 @@ DAYS = 5 * 365 + 1  # 2021-01-01 .. 2025-12-31
 
 # Share of subjects and of events per domain.
 SHARES: dict[str, tuple[float, float]] = {
-    "fr-driving": (0.40, 0.12),
-    "uk-driving": (0.20, 0.04),
-    "forum": (0.22, 0.74),
-    "cricket": (0.03, 0.01),
-    "civic-code": (0.15, 0.09),
+    "fr-driving": (0.40, 0.06),
+    "uk-driving": (0.20, 0.015),
+    "forum": (0.22, 0.892),
+    "cricket": (0.03, 0.003),
+    "civic-code": (0.15, 0.03),
 }
 PACK_FILES = [
     "fr-driving.yaml",
@@ -278,9 +278,9 @@ def summarise(ledger: Any) -> None:
             e(domain),
             f"{len(figures):,}",
             str(min(figures)),
-            f"{q[0]:g}",
-            f"{statistics.median(figures):g}",
-            f"{q[-1]:g}",
+            str(round(q[0])),
+            str(round(statistics.median(figures))),
+            str(round(q[-1])),
             str(max(figures)),
         )
         for d, status in ledger.decisions(domain):
