@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from pointbook.dates import parse_as_of
+from pointbook.errors import InvalidTimeError
 from pointbook.ledger import Ledger
 
 console = Console(highlight=False, soft_wrap=True)
@@ -43,7 +44,10 @@ def open_ledger(db: str) -> Ledger:
 
 def as_of_instant(ledger: Ledger, domain: str, value: str | None) -> datetime:
     tz = ledger.require_domain(domain)[0].tz
-    return parse_as_of(value, tz, datetime.now(UTC))
+    try:
+        return parse_as_of(value, tz, datetime.now(UTC))
+    except InvalidTimeError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--as-of") from exc
 
 
 def print_json(data: Any) -> None:
