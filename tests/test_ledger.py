@@ -195,3 +195,21 @@ def test_open_store_refuses_what_it_cannot_open(tmp_path: Path) -> None:
         open_store(str(bad))
     with pytest.raises(StoreError, match="PostgreSQL"):
         open_store("postgresql://localhost/test")
+
+
+@pytest.mark.parametrize("zeta_first", [True, False])
+def test_decisions_of_one_step_are_listed_in_the_order_of_the_thresholds(
+    tmp_path: Path, zeta_first: bool
+) -> None:
+    zeta = (
+        "  - {id: zeta, kind: warning, title: Warning, basis: Policy, direction: below,"
+        " value: 60, mode: crossing}\n"
+    )
+    rules, thresholds = BODY.split("thresholds:\n")
+    body = rules + "thresholds:\n" + (zeta + thresholds if zeta_first else thresholds + zeta)
+    led = Ledger(SQLiteStore(tmp_path / "o.db"), now=lambda: NOW)
+    led.publish(pack(body))
+    # 100 -> 70 -> 40: the second step passes 60 (zeta) and 50 (hearing) at once.
+    led.ingest([record(1, "e1", "2024-01-10"), record(2, "e2", "2024-02-10")])
+    kinds = [d.threshold_id for d, _ in led.decisions("town", "s1")]
+    assert kinds == (["zeta", "hearing"] if zeta_first else ["hearing", "zeta"])

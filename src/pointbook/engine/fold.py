@@ -68,7 +68,7 @@ class _State:
 def _decision_id(
     domain: str, subject: str, threshold: str, level: int, at: datetime, ordinal: int
 ) -> str:
-    # The ordinal tells apart two decisions of one threshold at one instant (several events
+    # The ordinal tells apart two decisions at one instant (several events
     # on the same day, each crossing after a reset): ids stay a function of the data.
     raw = f"{domain}\x1f{subject}\x1f{threshold}\x1f{level}\x1f{at.isoformat()}\x1f{ordinal}"
     return "d-" + hashlib.sha256(raw.encode()).hexdigest()[:20]
@@ -116,8 +116,8 @@ class _Fold:
         self.projecting = False
         self.figure_at_as_of: int | None = None
         self.started = False
-        self.started_checked = False
-        self.started_after_first = False
+        self.checked_version: PackVersion | None = None
+        self.pending_reset: ThresholdSpec | None = None
         self._thresholds: dict[int, list[tuple[ThresholdSpec, list[LevelSpec], int, int]]] = {}
         self._levels: dict[int, tuple[list[LevelSpec], int, int]] = {}
         self.domain = self.first.domain
@@ -494,14 +494,15 @@ class _Fold:
     def check_thresholds(self, at: datetime, trigger: str, before: int) -> None:
         st = self.state
         fig = st.figure
-        if fig == before and self.started_checked:
+        version = self.version(at)
+        full = version is not self.checked_version  # first check, or a new version in force
+        if fig == before and not full:
             return  # nothing moved: no threshold can change state
-        self.started_after_first = self.started_checked
-        self.started_checked = True
+        self.checked_version = version
         lo, hi = min(before, fig), max(before, fig)
         for th, levels, span_lo, span_hi in self.thresholds(at):
             # A level changes state only when the move passes it (give or take the margin).
-            if self.started_after_first and (hi < span_lo or lo > span_hi):
+            if not full and (hi < span_lo or lo > span_hi):
                 continue
             if th.mode == "crossing":
                 reached = []
@@ -540,15 +541,34 @@ class _Fold:
                         )
                 else:
                     w.pending_since = None
+        if self.pending_reset is not None:
+            # Every threshold saw the step's figure; now the points used stop counting, and
+            # the thresholds see the figure after the reset (re-arming, ending while-decisions).
+            reset, self.pending_reset = self.pending_reset, None
+            before_reset = st.figure
+            for item in self.items:
+                if item.in_window:
+                    item.in_window = False
+                    st.figure -= item.applied
+                    self.settle(item, at, f"used for {reset.kind}")
+            self.line(
+                at,
+                "reset",
+                f"{reset.title}: the points counted for it stop counting",
+                0,
+                st.figure - before_reset,
+            )
+            self.check_thresholds(at, f"{reset.kind} reset", before_reset)
 
     def open_decision(self, th: ThresholdSpec, level_idx: int, at: datetime, trigger: str) -> None:
         st = self.state
         lv = self.levels(th)[0][level_idx]
         effective = at if th.notice is None else add_duration(at, th.notice, self.tz)
         ends = None if th.duration is None else add_duration(effective, th.duration, self.tz)
-        ordinal = sum(1 for d in self.decisions if d.threshold_id == th.id and d.triggered_at == at)
+        ordinal = sum(1 for d in self.decisions if d.triggered_at == at)
         decision = Decision(
             id=_decision_id(self.domain, self.subject, th.id, lv.value, at, ordinal),
+            ordinal=ordinal,
             domain=self.domain,
             subject=self.subject,
             threshold_id=th.id,
@@ -569,22 +589,7 @@ class _Fold:
         if th.terminal:
             st.terminal = True
         if th.resets and self.window:
-            before = st.figure
-            for item in self.items:
-                if item.in_window:
-                    item.in_window = False
-                    st.figure -= item.applied
-                    self.settle(item, at, f"used for {th.kind}")
-            self.line(
-                at,
-                "reset",
-                f"{th.title}: the points counted for it stop counting",
-                0,
-                st.figure - before,
-            )
-            for idx, lv2 in enumerate(self.levels(th)[0]):
-                if _back(th.direction, st.figure, lv2.value, th.margin):
-                    st.armed[(th.id, idx)] = True
+            self.pending_reset = th
 
     def close_decision(self, index: int, at: datetime) -> None:
         d = self.decisions[index]

@@ -118,6 +118,7 @@ class Decision:
     level: int
     figure: int
     triggered_at: datetime
+    ordinal: int  # decisions made earlier on the same instant: the order of the steps
     effective_at: datetime
     ends_at: datetime | None
     attributes: Mapping[str, Any]

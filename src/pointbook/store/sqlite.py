@@ -83,6 +83,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             level INTEGER NOT NULL,
             figure INTEGER NOT NULL,
             triggered_us INTEGER NOT NULL,
+            ordinal INTEGER NOT NULL,
             effective_us INTEGER NOT NULL,
             ends_us INTEGER,
             attributes TEXT NOT NULL,
@@ -337,7 +338,7 @@ class SQLiteStore:
         base = (
             "SELECT d.* FROM pb_decisions d JOIN (SELECT id, MAX(revision) AS rev FROM pb_decisions"
             " WHERE domain = ?{filt} GROUP BY id) m ON d.id = m.id AND d.revision = m.rev"
-            " WHERE d.domain = ? ORDER BY d.subject, d.triggered_us, d.id"
+            " WHERE d.domain = ? ORDER BY d.subject, d.triggered_us, d.ordinal"
         )
         rows: list[tuple[Any, ...]] = []
         if subjects is None:
@@ -360,7 +361,7 @@ class SQLiteStore:
         rec = to_micros(recorded_at)
         with self.transaction() as c:
             c.executemany(
-                "INSERT INTO pb_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO pb_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         d.domain,
@@ -373,6 +374,7 @@ class SQLiteStore:
                         d.level,
                         d.figure,
                         to_micros(d.triggered_at),
+                        d.ordinal,
                         to_micros(d.effective_at),
                         None if d.ends_at is None else to_micros(d.ends_at),
                         json.dumps(dict(d.attributes), sort_keys=True),
@@ -401,10 +403,11 @@ def _decision_row(r: tuple[Any, ...]) -> DecisionRow:
         level=r[7],
         figure=r[8],
         triggered_at=from_micros(r[9]),
-        effective_at=from_micros(r[10]),
-        ends_at=None if r[11] is None else from_micros(r[11]),
-        attributes=json.loads(r[12]),
-        trigger=r[13],
-        pack_version=r[14],
+        ordinal=r[10],
+        effective_at=from_micros(r[11]),
+        ends_at=None if r[12] is None else from_micros(r[12]),
+        attributes=json.loads(r[13]),
+        trigger=r[14],
+        pack_version=r[15],
     )
-    return DecisionRow(d, r[2], bool(r[15]), from_micros(r[16]))
+    return DecisionRow(d, r[2], bool(r[16]), from_micros(r[17]))
