@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Annotated, Any
@@ -26,7 +27,9 @@ from pointbook.cli.common import (
     print_json,
 )
 from pointbook.dates import describe_as_of
+from pointbook.engine import SubjectState
 from pointbook.intake import read_records
+from pointbook.rules.pack import PackVersion
 from pointbook.views import balance_view, decision_view, explain_view
 
 PROGRESS_MIN_LINES = 5000
@@ -186,6 +189,22 @@ def _print_decisions(decisions: list[dict[str, object]], with_subject: bool = Fa
     console.print(t)
 
 
+def _subject_view(
+    db: str,
+    domain: str,
+    subject: str,
+    as_of: str | None,
+    render: Callable[[SubjectState, Sequence[PackVersion]], dict[str, Any]],
+) -> tuple[dict[str, Any], datetime, ZoneInfo]:
+    ledger = open_ledger(db)
+    try:
+        when = as_of_instant(ledger, domain, as_of)
+        versions = ledger.versions(domain)
+        return render(ledger.state(domain, subject, when), versions), when, versions[0].tz
+    finally:
+        ledger.close()
+
+
 def balance(
     domain: Annotated[str, typer.Argument()],
     subject: Annotated[str, typer.Argument()],
@@ -194,17 +213,11 @@ def balance(
     json_out: JsonOption = False,
 ) -> None:
     """A subject's points (balance or window sum) and decisions as of a time."""
-    ledger = open_ledger(db)
-    try:
-        when = as_of_instant(ledger, domain, as_of)
-        view = balance_view(ledger.state(domain, subject, when), ledger.versions(domain))
-        ledger_tz = ledger.versions(domain)[0].tz
-    finally:
-        ledger.close()
+    view, when, tz = _subject_view(db, domain, subject, as_of, balance_view)
     if json_out:
         print_json(view)
         return
-    _headline(domain, subject, view, when, ledger_tz)
+    _headline(domain, subject, view, when, tz)
     _print_decisions(view["decisions"])
 
 
@@ -216,17 +229,11 @@ def explain(
     json_out: JsonOption = False,
 ) -> None:
     """Every entry and restoration behind a subject's figure, in plain words, and what changes next."""
-    ledger = open_ledger(db)
-    try:
-        when = as_of_instant(ledger, domain, as_of)
-        view = explain_view(ledger.state(domain, subject, when), ledger.versions(domain))
-        ledger_tz = ledger.versions(domain)[0].tz
-    finally:
-        ledger.close()
+    view, when, tz = _subject_view(db, domain, subject, as_of, explain_view)
     if json_out:
         print_json(view)
         return
-    _headline(domain, subject, view, when, ledger_tz)
+    _headline(domain, subject, view, when, tz)
     t = Table(title="Why", show_lines=False, expand=True)
     t.add_column("date", no_wrap=True)
     t.add_column("change", justify="right", no_wrap=True)

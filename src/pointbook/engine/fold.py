@@ -407,25 +407,11 @@ class _Fold:
                     rest.id,
                     None,
                 )
-        elif kind == "small":
-            _, seq, rest, item = payload
-            if seq != st.loss_seq or st.terminal or item.settled_at is not None:
-                return
-            applied = self.move(at, -item.applied)
-            self.settle(item, at, rest.id)
-            self.line(
-                at,
-                "restoration",
-                f"{rest.title}: {_pts(-item.applied)} back",
-                -item.applied,
-                applied,
-                item.entry.event_id,
-                rest.id,
-                None,
-            )
-        elif kind == "return":
-            _, gen, rest, item = payload
-            if gen != st.settle_gen or st.terminal or item.settled_at is not None:
+        elif kind in ("small", "return"):
+            # small-loss: void once a newer loss came; entry-return: void after a clean period.
+            _, clock, rest, item = payload
+            current = st.loss_seq if kind == "small" else st.settle_gen
+            if clock != current or st.terminal or item.settled_at is not None:
                 return
             applied = self.move(at, -item.applied)
             self.settle(item, at, rest.id)
