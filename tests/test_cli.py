@@ -837,7 +837,7 @@ def test_uk_points_add_up_to_a_disqualification(uk_db: Path) -> None:
     (d,) = at["decisions"]
     assert set(d) >= {"kind", "status", "effective_at", "ends_at"}
     assert d["kind"] == "disqualification"
-    assert d["status"] == "in_effect"
+    assert d["status"] == "in_force"
     assert d["effective_at"].startswith("2021-12-01")  # no notice
     assert d["ends_at"].startswith("2022-06-01")  # 6 months minimum
     # The points that caused the disqualification no longer count (s.29(1)(b), resets).
@@ -924,7 +924,7 @@ def test_decisions_hearing_notice_below_900(civic_db: Path) -> None:
     assert d["triggered_at"].startswith("2021-03-03")  # 850: the first step below 900
     assert d["effective_at"].startswith("2021-04-02")  # 30 days' notice
     assert d["ends_at"] is None
-    assert d["status"] == "in_effect"
+    assert d["status"] == "in_force"
 
     during_notice = pb_json(
         "decisions",
@@ -935,7 +935,7 @@ def test_decisions_hearing_notice_below_900(civic_db: Path) -> None:
         "2021-03-10",
         db=civic_db,
     )
-    assert [(x["id"], x["status"]) for x in during_notice] == [(d["id"], "notice")]
+    assert [(x["id"], x["status"]) for x in during_notice] == [(d["id"], "pending")]
     assert pb_json("decisions", "civic-code", "--subject", "subject-alice", db=civic_db) == []
 
 

@@ -841,10 +841,10 @@ def test_while_starts_ends_past_the_margin_and_returns() -> None:
     got = [(d.triggered_at, d.ends_at, d.status(s.as_of)) for d in s.decisions]
     assert got == [
         (utc(2021, 1, 1), utc(2021, 3, 1), "ended"),
-        (utc(2021, 4, 1), None, "in_effect"),
+        (utc(2021, 4, 1), None, "in_force"),
     ]
     s_feb = at(v, events, "2021-02-15")
-    assert [(d.ends_at, d.status(s_feb.as_of)) for d in s_feb.decisions] == [(None, "in_effect")]
+    assert [(d.ends_at, d.status(s_feb.as_of)) for d in s_feb.decisions] == [(None, "in_force")]
 
 
 GRACE = """
@@ -885,7 +885,7 @@ def test_notice_effective_at_ends_at_and_status() -> None:
     )
     events = [ev("a", "offence", "2021-01-01", pts=4)]
     # triggered 2021-01-01, effective 30 days later (2021-01-31), ends 6 months after that
-    # (2021-07-31). notice before effective_at, in_effect until ends_at, then ended.
+    # (2021-07-31). pending before effective_at, in_force until ends_at, then ended.
     s = at(v, events, "2021-01-01")
     (d,) = s.decisions
     assert (d.triggered_at, d.effective_at, d.ends_at) == (
@@ -895,9 +895,9 @@ def test_notice_effective_at_ends_at_and_status() -> None:
     )
     assert d.kind == "hearing-notice" and d.level == 9 and d.figure == 8
     for as_of, status in [
-        ("2021-01-30", "notice"),
-        ("2021-01-31T00:00:00", "in_effect"),
-        ("2021-07-30", "in_effect"),
+        ("2021-01-30", "pending"),
+        ("2021-01-31T00:00:00", "in_force"),
+        ("2021-07-30", "in_force"),
         ("2021-07-31T00:00:00", "ended"),
         ("2022-01-01", "ended"),
     ]:
@@ -914,13 +914,13 @@ def test_while_decision_that_ends_during_its_notice_lapses() -> None:
     )
     events = [ev("a", "offence", "2021-01-01", pts=7), ev("b", "gain", "2021-01-10", pts=3)]
     # 5: triggered 2021-01-01, effective 2021-01-31; 8 on 2021-01-10 ends it before it took
-    # effect: lapsed.
+    # effect: cancelled.
     s = at(v, events, "2021-01-05")
-    assert [x.status(s.as_of) for x in s.decisions] == ["notice"]
+    assert [x.status(s.as_of) for x in s.decisions] == ["pending"]
     s = at(v, events, "2021-02-15")
     (d,) = s.decisions
     assert (d.effective_at, d.ends_at) == (utc(2021, 1, 31), utc(2021, 1, 10))
-    assert d.status(s.as_of) == "lapsed"
+    assert d.status(s.as_of) == "cancelled"
 
 
 def test_terminal_stops_restorations_and_courses() -> None:

@@ -18,7 +18,17 @@ from typing import Any
 
 from pointbook.dates import add_duration, format_local, local_date
 from pointbook.engine.judge import judge
-from pointbook.engine.model import Decision, Entry, EntryStatus, Event, Line, LineKind, SubjectState
+from pointbook.engine.model import (
+    Appeal,
+    Decision,
+    Entry,
+    EntryStatus,
+    Event,
+    Line,
+    LineKind,
+    SubjectState,
+)
+from pointbook.rules.attributes import attribute_problems
 from pointbook.rules.pack import PackVersion, version_at
 from pointbook.rules.spec import (
     BalanceSchemeSpec,
@@ -43,6 +53,8 @@ class _Item:
     settled_by: str | None = None
     settled_later: bool = False  # settled after as_of, in the projection
     in_window: bool = False
+    suspended: bool = False  # an open appeal: its effect is out of the figure
+    applied_at: datetime | None = None  # None: not (yet) final
 
 
 @dataclass
@@ -63,6 +75,7 @@ class _State:
     last_course: datetime | None = None
     armed: dict[tuple[str, int], bool] = field(default_factory=dict)
     whiles: dict[str, _While] = field(default_factory=dict)
+    incidents: dict[str, int] = field(default_factory=dict)
 
 
 def _decision_id(
@@ -96,7 +109,11 @@ def _furthest(direction: str) -> int:
 
 class _Fold:
     def __init__(
-        self, versions: Sequence[PackVersion], events: Sequence[Event], as_of: datetime
+        self,
+        versions: Sequence[PackVersion],
+        events: Sequence[Event],
+        as_of: datetime,
+        appeals: Sequence[Appeal] = (),
     ) -> None:
         self.versions = versions
         self.as_of = as_of
@@ -122,6 +139,12 @@ class _Fold:
         self._levels: dict[int, tuple[list[LevelSpec], int, int]] = {}
         self.domain = self.first.domain
         self.subject = events[0].subject if events else ""
+        self.incident_of = {e.id: e.incident for e in ordered if e.incident is not None}
+        self.suspended_at_as_of: set[int] = set()
+        self.entry_appeals: dict[str, list[Appeal]] = {}
+        for ap in sorted(appeals, key=lambda a: (a.filed_at, a.id)):
+            if ap.event_id is not None and ap.state(as_of) != "not-filed":
+                self.entry_appeals.setdefault(ap.event_id, []).append(ap)
 
     # -- scheduling ----------------------------------------------------------------------
     def schedule(self, at: datetime, phase: int, sub: int, key: str, payload: Any) -> None:
@@ -200,6 +223,7 @@ class _Fold:
                 ):
                     self.projecting = True
                     self.figure_at_as_of = self.state.figure
+                    self.suspended_at_as_of = {id(it) for it in self.items if it.suspended}
                 self.effect(at, payload)
             else:
                 assert next_event is not None
@@ -222,8 +246,10 @@ class _Fold:
     def event(self, event: Event) -> None:
         self.start(event.occurred_at)
         version = self.version(event.occurred_at)
-        entries = judge(event, version)
         course = self.course_for(version, event.type)
+        if self.void_for_notice(event, version):
+            return
+        entries, version = self.judged(event, version)
         if not entries and course is None:
             self.line(
                 event.occurred_at,
@@ -237,7 +263,7 @@ class _Fold:
                 version.version,
             )
         for entry in entries:
-            self.apply_entry(entry, version)
+            self.admit(entry, version, event)
         if course is not None:
             delay = course.delay
             at = (
@@ -249,6 +275,135 @@ class _Fold:
                 at, RESTORE, _RESTORE_ORDER["course"], event.id, ("course", event, course, version)
             )
 
+    def void_for_notice(self, event: Event, version: PackVersion) -> bool:
+        """R9: an entry is valid only if the person was noticed in time (the event recorded,
+        which sends the notice, within the pack's `notice_within`)."""
+        limit = version.spec.notice_within
+        if limit is None or event.reported_at is None:
+            return False
+        deadline = add_duration(event.occurred_at, limit, self.tz)
+        if event.reported_at <= deadline:
+            return False
+        self.line(
+            event.occurred_at,
+            "void",
+            f"{event.type.replace('_', ' ')}: void, no notice within {limit.describe()} "
+            f"(recorded {self.fmt(event.reported_at)})",
+            0,
+            0,
+            event.id,
+            None,
+            version.version,
+        )
+        return True
+
+    def final_at(self, event: Event, version: PackVersion) -> datetime:
+        window = version.spec.contest_window
+        if window is None:
+            return event.occurred_at
+        return add_duration(event.occurred_at, window, self.tz)
+
+    def judged(self, event: Event, version: PackVersion) -> tuple[list[Entry], PackVersion]:
+        """The entries of ``event``: under the version in force at its date, or under a later,
+        lighter version that took effect before the entry became final (lex mitior, ICCPR
+        art. 15(1)). Never under a harsher one."""
+        if event.judged is not None:
+            return list(event.judged), version
+        base = judge(event, version)
+        final = self.final_at(event, version)
+        for ap in self.entry_appeals.get(event.id, []):
+            state = ap.state(self.as_of)
+            final = max(final, self.as_of if state == "open" else (ap.decided_at or final))
+        best, best_version = base, version
+        sign = -1 if self.window else 1  # the side that favours the person
+        for later in self.versions:
+            if not (event.occurred_at < later.effective_from <= min(final, self.as_of)):
+                continue
+            if later.event_types.get(event.type) is None:
+                candidate: list[Entry] = []  # the later version dropped the event type
+            elif attribute_problems(event.type, later.event_types[event.type], event.attributes):
+                continue
+            else:
+                candidate = judge(event, later)
+            if sign * sum(n.delta for n in candidate) > sign * sum(n.delta for n in best):
+                best, best_version = candidate, later
+        if best_version is not version:
+            self.line(
+                event.occurred_at,
+                "rejudged",
+                f"{event.type.replace('_', ' ')}: judged under version {best_version.version}, "
+                f"lighter than {version.version} and in force before the entry was final",
+                0,
+                0,
+                event.id,
+                None,
+                best_version.version,
+            )
+        return best, best_version
+
+    def admit(self, entry: Entry, version: PackVersion, event: Event) -> None:
+        """Apply an entry when it is final and not under appeal: now, at the end of the
+        contest window, or when an appeal is dismissed; never if an appeal is upheld."""
+        appeal = next(
+            (
+                a
+                for a in self.entry_appeals.get(entry.event_id, [])
+                if a.covers(entry.event_id, entry.rule_id)
+            ),
+            None,
+        )
+        state = appeal.state(self.as_of) if appeal else None
+        if appeal is not None and state == "upheld":
+            assert appeal.decided_at is not None
+            self.line(
+                entry.occurred_at,
+                "reversed",
+                f"{entry.title}: reversed, appeal {appeal.id} upheld on {self.fmt(appeal.decided_at)}"
+                + (f" ({appeal.decision_reason})" if appeal.decision_reason else ""),
+                entry.delta,
+                0,
+                entry.event_id,
+                entry.rule_id,
+                entry.pack_version,
+            )
+            self.items.append(
+                _Item(entry, settled_at=appeal.decided_at, settled_by="appeal upheld")
+            )
+            return
+        item = _Item(entry)
+        self.items.append(item)
+        final: datetime | None = self.final_at(event, version)
+        assert final is not None
+        if appeal is not None and appeal.filed_at <= final:
+            # Contested before it became final: it counts only if and when the appeal fails.
+            if state == "dismissed" and appeal.decided_at is not None:
+                final = max(final, appeal.decided_at)
+            else:
+                final = None
+            appeal = None
+        if final is None or final > entry.occurred_at:
+            self.line(
+                entry.occurred_at,
+                "pending",
+                f"{entry.title}: {_pts(entry.delta)} once final"
+                + ("" if final is None else f", on {self.fmt(final)}, unless contested")
+                + (
+                    " (contested: does not count while the appeal is open)" if final is None else ""
+                ),
+                entry.delta,
+                0,
+                entry.event_id,
+                entry.rule_id,
+                entry.pack_version,
+            )
+            if final is not None:
+                self.schedule(final, RESTORE, 5, entry.event_id, ("apply", item, version))
+        else:
+            self.apply_entry(item, version, entry.occurred_at)
+        if appeal is not None:
+            # Contested after it became final: suspended from the filing on.
+            self.schedule(appeal.filed_at, RESTORE, 6, entry.event_id, ("suspend", item, appeal))
+
     def course_for(self, version: PackVersion, event_type: str) -> RestorationSpec | None:
         if self.window:
             return None
@@ -256,23 +411,31 @@ class _Fold:
             (r for r in version.restorations if r.kind == "course" and r.event == event_type), None
         )
 
-    def apply_entry(self, entry: Entry, version: PackVersion) -> None:
+    def apply_entry(self, item: _Item, version: PackVersion, at: datetime) -> None:
         st = self.state
-        item = _Item(entry)
-        self.items.append(item)
+        entry = item.entry
+        item.applied_at = at
         before = st.figure
         nominal = entry.delta
         allowed = nominal
         note = ""
+        cap_incident = version.spec.incident_cap
+        incident = self.incident_of.get(entry.event_id)
+        if cap_incident is not None and incident is not None and nominal < 0:
+            used = st.incidents.get(incident, 0)
+            allowed = max(nominal, -(cap_incident - used))
+            st.incidents[incident] = used - allowed
+            if allowed != nominal:
+                note = f" (at most {cap_incident} points for one incident: {allowed} counted)"
         cap = getattr(version.scheme, "daily_cap", None)
         if entry.daily_cap and cap is not None:
-            day = local_date(entry.occurred_at, self.tz)
+            day = local_date(at, self.tz)
             if day != st.cap_day:
                 st.cap_day, st.cap_total = day, 0
             if nominal > 0:
                 allowed = max(0, min(nominal, cap - st.cap_total))
                 if allowed < nominal:
-                    note = f" (daily cap of {cap}: {allowed} of {nominal} counted)"
+                    note += f" (daily cap of {cap}: {allowed} of {nominal} counted)"
             st.cap_total += allowed
         if self.window:
             st.figure += allowed
@@ -286,18 +449,18 @@ class _Fold:
             phase = LATE_EXIT if inclusive else EXPIRE
             self.schedule(until, phase, 0, entry.event_id, ("exit", item))
         else:
-            item.applied = self.move(entry.occurred_at, allowed)
+            item.applied = self.move(at, allowed)
             if item.applied != allowed:
-                b = self.bounds(entry.occurred_at)
+                b = self.bounds(at)
                 edge = "floor" if allowed < 0 else "ceiling"
                 lim = b[0] if (b and allowed < 0) else (b[1] if b else 0)
                 note += f" (the balance cannot go {'below' if allowed < 0 else 'above'} the {edge} of {lim})"
             if entry.counts_until is not None:
                 self.schedule(entry.counts_until, EXPIRE, 0, entry.event_id, ("expire", item))
             if nominal < 0:
-                self.on_loss(item, version)
+                self.on_loss(item, version, at)
         self.line(
-            entry.occurred_at,
+            at,
             "entry",
             f"{entry.title}: {_pts(nominal)}{note}",
             nominal,
@@ -306,13 +469,12 @@ class _Fold:
             entry.rule_id,
             entry.pack_version,
         )
-        self.check_thresholds(entry.occurred_at, f"event {entry.event_id}", before)
+        self.check_thresholds(at, f"event {entry.event_id}", before)
 
-    def on_loss(self, item: _Item, version: PackVersion) -> None:
+    def on_loss(self, item: _Item, version: PackVersion, at: datetime) -> None:
         st = self.state
         st.loss_seq += 1
         seq = st.loss_seq
-        at = item.entry.occurred_at
         if any(t in item.entry.tags for r in version.restorations for t in r.longer_if_tags):
             st.longer = True
         for rest in version.restorations:
@@ -352,11 +514,25 @@ class _Fold:
         kind = payload[0]
         st = self.state
         before = st.figure
-        if kind == "exit":
-            item: _Item = payload[1]
+        if kind == "apply":
+            _, item, version = payload
+            if not self.terminal_blocks_apply():
+                self.apply_entry(item, version, at)
+            return
+        if kind == "suspend":
+            _, item, appeal = payload
+            self.suspend(at, item, appeal)
+        elif kind == "reinstate":
+            _, item, appeal = payload
+            self.reinstate(at, item, appeal)
+        elif kind == "exit":
+            item = payload[1]
             if not item.in_window:
                 return
             item.in_window = False
+            if item.suspended:
+                self.settle(item, at, "left the window")
+                return
             st.figure -= item.applied
             self.settle(item, at, "left the window")
             self.line(
@@ -372,6 +548,9 @@ class _Fold:
         elif kind == "expire":
             item = payload[1]
             if item.settled_at is not None:
+                return
+            if item.suspended:
+                self.settle(item, at, "stopped counting")
                 return
             applied = self.move(at, -item.applied)
             self.settle(item, at, "stopped counting")
@@ -413,6 +592,9 @@ class _Fold:
             current = st.loss_seq if kind == "small" else st.settle_gen
             if clock != current or st.terminal or item.settled_at is not None:
                 return
+            if item.suspended:
+                self.settle(item, at, rest.id)
+                return
             applied = self.move(at, -item.applied)
             self.settle(item, at, rest.id)
             self.line(
@@ -437,6 +619,61 @@ class _Fold:
                 self.open_decision(th, 0, at, f"{_describe(th)} since {self.fmt(since)}")
             return
         self.check_thresholds(at, "a time-driven change", before)
+
+    def terminal_blocks_apply(self) -> bool:
+        return False  # a final entry still applies after a terminal decision (clamped)
+
+    def suspend(self, at: datetime, item: _Item, appeal: Appeal) -> None:
+        if item.applied_at is None or item.settled_at is not None or item.suspended:
+            return
+        item.suspended = True
+        if self.window:
+            if not item.in_window:
+                return
+            self.state.figure -= item.applied
+            moved = -item.applied
+        else:
+            moved = self.move(at, -item.applied)
+        self.line(
+            at,
+            "contested",
+            f"{item.entry.title}: contested (appeal {appeal.id}), does not count while the appeal is open",
+            -item.applied,
+            moved,
+            item.entry.event_id,
+            item.entry.rule_id,
+            item.entry.pack_version,
+        )
+        state = appeal.state(self.as_of)
+        if state == "dismissed" and appeal.decided_at is not None:
+            self.schedule(
+                appeal.decided_at, RESTORE, 6, item.entry.event_id, ("reinstate", item, appeal)
+            )
+        elif state == "upheld":
+            self.settle(item, at, "appeal upheld")
+
+    def reinstate(self, at: datetime, item: _Item, appeal: Appeal) -> None:
+        if not item.suspended:
+            return
+        item.suspended = False
+        if item.settled_at is not None and not (self.window and item.in_window):
+            return  # it ended (expired, restored, left the window) while contested
+        if self.window:
+            self.state.figure += item.applied
+            moved = item.applied
+        else:
+            moved = self.move(at, item.applied)
+        self.line(
+            at,
+            "reinstated",
+            f"{item.entry.title}: appeal {appeal.id} dismissed, counts again"
+            + (f" ({appeal.decision_reason})" if appeal.decision_reason else ""),
+            item.applied,
+            moved,
+            item.entry.event_id,
+            item.entry.rule_id,
+            item.entry.pack_version,
+        )
 
     def course(
         self, at: datetime, event: Event, rest: RestorationSpec, version: PackVersion
@@ -568,6 +805,7 @@ class _Fold:
             attributes=dict(lv.attributes),
             trigger=trigger,
             pack_version=self.version(at).version,
+            requires_review=th.review != "none",
         )
         self.decisions.append(decision)
         if th.mode == "while":
@@ -584,10 +822,25 @@ class _Fold:
 
     # -- result --------------------------------------------------------------------------
     def result(self) -> SubjectState:
+        if not self.projecting:
+            self.suspended_at_as_of = {id(it) for it in self.items if it.suspended}
         statuses = []
         for it in self.items:
-            counts = it.settled_at is None or it.settled_later
-            statuses.append(EntryStatus(it.entry, it.applied, counts, it.settled_at, it.settled_by))
+            if it.settled_by == "appeal upheld":
+                state = "reversed"
+            elif it.applied_at is None or it.applied_at > self.as_of:
+                state = "pending"
+            elif id(it) in self.suspended_at_as_of:
+                state = "contested"
+            elif it.settled_at is not None and not it.settled_later:
+                state = "ended"
+            else:
+                state = "counts"
+            statuses.append(
+                EntryStatus(
+                    it.entry, it.applied, state == "counts", it.settled_at, it.settled_by, state
+                )
+            )
         figure = self.state.figure if self.figure_at_as_of is None else self.figure_at_as_of
         decisions = tuple(d for d in self.decisions if d.triggered_at <= self.as_of)
         current = version_at(self.versions, self.as_of)
@@ -602,7 +855,25 @@ class _Fold:
             entries=tuple(statuses),
             decisions=decisions,
             pack_version=current.version if current else None,
+            next_threshold=self.next_threshold(current or self.first, figure),
         )
+
+    def next_threshold(self, version: PackVersion, figure: int) -> tuple[str, int, int] | None:
+        """The nearest level the figure is not beyond: how many points away it is (R17)."""
+        best: tuple[str, int, int] | None = None
+        for th in version.thresholds:
+            for lv in self.levels(th)[0]:
+                if _beyond(th.direction, figure, lv.value):
+                    continue
+                away = {
+                    "at_or_above": lv.value - figure,
+                    "above": lv.value - figure + 1,
+                    "at_or_below": figure - lv.value,
+                    "below": figure - lv.value + 1,
+                }[th.direction]
+                if best is None or away < best[2]:
+                    best = (th.kind, lv.value, away)
+        return best
 
 
 def _replace_end(d: Decision, at: datetime) -> Decision:
@@ -625,6 +896,7 @@ def evaluate_subject(
     events: Sequence[Event],
     as_of: datetime,
     subject: str | None = None,
+    appeals: Sequence[Appeal] = (),
 ) -> SubjectState:
     """Fold one subject's events (one domain) under its pack versions, as of ``as_of``.
 
@@ -634,7 +906,7 @@ def evaluate_subject(
     """
     if not versions:
         raise ValueError("evaluate_subject needs at least one pack version")
-    fold = _Fold(versions, events, as_of)
+    fold = _Fold(versions, events, as_of, appeals)
     if subject is not None:
         fold.subject = subject
     fold.run()

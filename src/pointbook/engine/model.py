@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-__all__ = ["Decision", "Entry", "EntryStatus", "Event", "Line", "SubjectState"]
+__all__ = ["Appeal", "Decision", "Entry", "EntryStatus", "Event", "Line", "SubjectState"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +19,10 @@ class Event:
     id: the idempotency key, unique within the domain. occurred_at: aware UTC instant.
     attributes: the event type's declared attributes only. evidence: the issuer's reference
     to its evidence (a ticket number, a referee's report). issuer: who reported it.
+    incident: events sharing an incident id are one occasion (a per-incident cap applies).
+    reported_at: when pointbook recorded it (and noticed the person); None in pure tests.
+    judged: for an event whose details were erased after retention, the entries it produced
+    (the fold uses them instead of judging attributes that no longer exist).
     """
 
     id: str
@@ -29,6 +33,9 @@ class Event:
     attributes: Mapping[str, Any] = field(default_factory=dict)
     evidence: str | None = None
     issuer: str | None = None
+    incident: str | None = None
+    reported_at: datetime | None = None
+    judged: tuple[Entry, ...] | None = None
 
     def sort_key(self) -> tuple[datetime, str]:
         return (self.occurred_at, self.id)
@@ -44,6 +51,8 @@ class Event:
             "evidence": self.evidence,
             "issuer": self.issuer,
         }
+        if self.incident is not None:
+            body["incident"] = self.incident
         raw = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
@@ -72,7 +81,21 @@ class Entry:
     daily_cap: bool = False
 
 
-LineKind = Literal["entry", "no-rule", "expiry", "window-exit", "restoration", "course", "reset"]
+LineKind = Literal[
+    "entry",
+    "no-rule",
+    "expiry",
+    "window-exit",
+    "restoration",
+    "course",
+    "reset",
+    "pending",
+    "void",
+    "reversed",
+    "contested",
+    "reinstated",
+    "rejudged",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +126,7 @@ class EntryStatus:
     counts: bool
     ends_at: datetime | None
     ended_by: str | None
+    state: str = "counts"  # counts | ended | pending | contested | reversed | void
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,12 +149,62 @@ class Decision:
     trigger: str
     pack_version: str
 
-    def status(self, as_of: datetime) -> str:
+    requires_review: bool = False
+
+    def status(
+        self,
+        as_of: datetime,
+        confirmed_at: datetime | None = None,
+        appeal: Appeal | None = None,
+    ) -> str:
+        """pending until the notice period passes (and, where the pack requires it, a reviewer
+        confirms); in_force until ends_at; ended after; cancelled when an upheld appeal removed
+        it or it ended before taking force."""
+        if appeal is not None:
+            state = appeal.state(as_of)
+            if state == "upheld":
+                return "cancelled"
+            if state == "open":
+                return "pending"
         if self.ends_at is not None and self.ends_at <= as_of:
-            return "lapsed" if self.ends_at <= self.effective_at else "ended"
+            return "cancelled" if self.ends_at <= self.effective_at else "ended"
         if as_of < self.effective_at:
-            return "notice"
-        return "in_effect"
+            return "pending"
+        if self.requires_review and (confirmed_at is None or confirmed_at > as_of):
+            return "pending"
+        return "in_force"
+
+
+@dataclass(frozen=True, slots=True)
+class Appeal:
+    """A subject's appeal against an entry (an event's entries, or one rule's) or a decision.
+
+    While open it suspends what it contests; upheld, the contested entry is reversed (it never
+    counts) or the decision cancelled; dismissed, the entry counts again from the decision.
+    """
+
+    id: str
+    domain: str
+    subject: str
+    reason: str
+    filed_at: datetime
+    event_id: str | None = None
+    rule_id: str | None = None
+    decision_id: str | None = None
+    decided_at: datetime | None = None
+    outcome: Literal["upheld", "dismissed"] | None = None
+    reviewer: str | None = None
+    decision_reason: str | None = None
+
+    def state(self, as_of: datetime) -> Literal["not-filed", "open", "upheld", "dismissed"]:
+        if self.filed_at > as_of:
+            return "not-filed"
+        if self.decided_at is None or self.outcome is None or self.decided_at > as_of:
+            return "open"
+        return self.outcome
+
+    def covers(self, event_id: str, rule_id: str) -> bool:
+        return self.event_id == event_id and self.rule_id in (None, rule_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,3 +221,4 @@ class SubjectState:
     entries: tuple[EntryStatus, ...]
     decisions: tuple[Decision, ...]
     pack_version: str | None
+    next_threshold: tuple[str, int, int] | None = None  # (kind, level, points away)

@@ -299,6 +299,11 @@ class ThresholdSpec(_Spec):
     terminal: bool = Field(
         default=False, description="After this decision no restoration or course credit applies."
     )
+    review: Literal["none", "required", "four-eyes"] = Field(
+        default="none",
+        description="required: a reviewer must confirm the decision before it takes force; "
+        "four-eyes: and the reviewer must not be an issuer of the events behind it.",
+    )
     resets: bool = Field(
         default=False,
         description="Window schemes: the points counted at the decision stop counting.",
@@ -349,6 +354,31 @@ class PackSpec(_Spec):
     thresholds: list[ThresholdSpec] = Field(default_factory=list)
     retention: DurationField | None = Field(
         default=None, description="How long any entry stays on the record after its event."
+    )
+    contest_window: DurationField | None = Field(
+        default=None,
+        description="How long a person has to contest an entry; it counts only once final. "
+        "Omitted: events are established facts (a paid fine, a conviction) and count at once.",
+    )
+    notice_within: DurationField | None = Field(
+        default=None,
+        description="An event recorded later than this after it occurred is void: the notice "
+        "that makes an entry valid was not given in time.",
+    )
+    max_points_per_event: int | None = Field(
+        default=None, ge=1, description="No rule may give more points than this for one event."
+    )
+    incident_cap: int | None = Field(
+        default=None,
+        ge=1,
+        description="Losses from events of one incident (same `incident` id) add up to at most this.",
+    )
+    appeal_contact: str | None = Field(
+        default=None, description="Where a person turns to contest an entry or a decision."
+    )
+    erasure_on_request: bool = Field(
+        default=False,
+        description="Whether a subject's whole record may be erased on request before retention.",
     )
 
 
