@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pointbook.dates import parse_instant
+from pointbook.due_process import DueProcess
 from pointbook.engine import (
     Decision,
     Entry,
@@ -93,7 +94,7 @@ def _coerce_csv(value: Any, kind: str) -> Any:
     return value
 
 
-class Ledger:
+class Ledger(DueProcess):
     def __init__(self, store: Store, now: Callable[[], datetime] | None = None) -> None:
         self.store = store
         self.now = now or (lambda: datetime.now(UTC))
@@ -325,41 +326,78 @@ class Ledger:
         versions = self.require_domain(domain)
         events = self.store.subject_events(domain, subjects)
         current = {row.decision.id: row for row in self.store.current_decisions(domain, subjects)}
-        revisions: list[tuple[Decision, int, bool]] = []
+        revisions: list[tuple[Decision, int, bool, str]] = []
         seen: set[str] = set()
+        appeals = self.store.appeals(domain, subjects)
         for subject in subjects:
-            state = evaluate_subject(versions, events[subject], HORIZON, subject=subject)
+            state = evaluate_subject(
+                versions,
+                events[subject],
+                HORIZON,
+                subject=subject,
+                appeals=appeals.get(subject, []),
+            )
+            upheld = {
+                a.decision_id
+                for a in appeals.get(subject, [])
+                if a.outcome == "upheld" and a.decision_id
+            }
             for d in state.decisions:
+                if d.id in upheld:
+                    continue  # cancelled on appeal: stays withdrawn
                 seen.add(d.id)
                 row = current.get(d.id)
                 if row is None:
-                    revisions.append((d, 1, False))
+                    revisions.append((d, 1, False, "threshold reached"))
                 elif row.withdrawn or row.decision != d:
-                    revisions.append((d, row.revision + 1, False))
+                    revisions.append((d, row.revision + 1, False, "history changed"))
         for did, row in current.items():
             if did not in seen and not row.withdrawn:
-                revisions.append((row.decision, row.revision + 1, True))
+                revisions.append(
+                    (
+                        row.decision,
+                        row.revision + 1,
+                        True,
+                        self._withdrawal_reason(row.decision, appeals),
+                    )
+                )
         self.store.write_decisions(domain, subjects, revisions, self.now())
 
     def decisions(
-        self, domain: str, subject: str | None = None, as_of: datetime | None = None
+        self,
+        domain: str,
+        subject: str | None = None,
+        as_of: datetime | None = None,
+        include_cancelled: bool = True,
     ) -> list[tuple[Decision, str]]:
-        """Current decisions of a domain (or one subject) with their status as of a time."""
+        """A domain's decisions (or one subject's) with their status as of a time."""
         self.require_domain(domain)
         self.refresh_decisions(domain)
         when = as_of or self.now()
         rows = self.store.current_decisions(domain, None if subject is None else [subject])
-        return [
-            (r.decision, r.decision.status(when))
-            for r in rows
-            if not r.withdrawn and r.decision.triggered_at <= when
-        ]
+        confirmations = self.store.confirmations(domain)
+        appeals = self.store.appeals(domain, None if subject is None else [subject])
+        stop = self.store.switch_state(domain)
+        out = []
+        for r in rows:
+            if r.decision.triggered_at > when:
+                continue
+            status = self.decision_status(
+                r.decision, r.withdrawn, when, confirmations, appeals, stop
+            )
+            if status == "cancelled" and not include_cancelled:
+                continue
+            out.append((r.decision, status))
+        return out
 
     # -- reading one subject ---------------------------------------------------------------------
     def state(self, domain: str, subject: str, as_of: datetime | None = None) -> SubjectState:
         versions = self.require_domain(domain)
         events = self.store.subject_events(domain, [subject])[subject]
-        return evaluate_subject(versions, events, as_of or self.now(), subject=subject)
+        appeals = self.store.appeals(domain, [subject]).get(subject, [])
+        return evaluate_subject(
+            versions, events, as_of or self.now(), subject=subject, appeals=appeals
+        )
 
     def states(self, domain: str, as_of: datetime, chunk: int = 500) -> Iterator[SubjectState]:
         """Every subject of a domain as of a time, folded chunk by chunk."""
@@ -368,18 +406,42 @@ class Ledger:
         for i in range(0, len(subjects), chunk):
             part = subjects[i : i + chunk]
             events = self.store.subject_events(domain, part)
+            appeals = self.store.appeals(domain, part)
             for subject in part:
-                yield evaluate_subject(versions, events[subject], as_of, subject=subject)
+                yield evaluate_subject(
+                    versions,
+                    events[subject],
+                    as_of,
+                    subject=subject,
+                    appeals=appeals.get(subject, []),
+                )
+
+    def view(
+        self, domain: str, subject: str, as_of: datetime | None = None, explain: bool = False
+    ) -> dict[str, Any]:
+        """`balance` (or with ``explain``, `explain`) as JSON-ready data, with the decisions'
+        statuses as the store knows them (confirmations, appeals, cancellations)."""
+        from pointbook.views import balance_view, explain_view
+
+        when = as_of or self.now()
+        versions = self.require_domain(domain)
+        state = self.state(domain, subject, when)
+        decisions = self.decisions(domain, subject, when)
+        render = explain_view if explain else balance_view
+        return render(state, versions, decisions)
 
     def export(self, domain: str, subject: str) -> dict[str, Any]:
         """The subject's whole record in this domain (principle 6), as JSON-ready data."""
         from pointbook.views import export_record
 
         versions = self.require_domain(domain)
+        now = self.now()
         events = self.store.subject_events(domain, [subject])[subject]
         entries = self.store.subject_entries(domain, subject)
-        state = evaluate_subject(versions, events, self.now(), subject=subject)
-        return export_record(versions, events, entries, state, self.now())
+        state = self.state(domain, subject, now)
+        decisions = self.decisions(domain, subject, now)
+        appeals = self.store.appeals(domain, [subject]).get(subject, [])
+        return export_record(versions, events, entries, state, now, decisions, appeals)
 
 
 def _conflict(event_id: str, where: str) -> str:

@@ -11,14 +11,37 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pointbook.dates import format_local
-from pointbook.engine.model import Decision, Entry, Event, Line, SubjectState
+from pointbook.engine.model import Appeal, Decision, Entry, Event, Line, SubjectState
 from pointbook.rules.pack import PackVersion
 
-__all__ = ["balance_view", "decision_view", "explain_view", "export_record", "scheme_view"]
+__all__ = [
+    "appeal_view",
+    "balance_view",
+    "decision_view",
+    "explain_view",
+    "export_record",
+    "scheme_view",
+]
 
 
 def _t(at: datetime | None, tz: ZoneInfo) -> str | None:
     return None if at is None else format_local(at, tz)
+
+
+def appeal_view(a: Appeal, tz: ZoneInfo) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "subject": a.subject,
+        "event_id": a.event_id,
+        "rule_id": a.rule_id,
+        "decision_id": a.decision_id,
+        "reason": a.reason,
+        "filed_at": _t(a.filed_at, tz),
+        "status": a.outcome or "open",
+        "decided_at": _t(a.decided_at, tz),
+        "reviewer": a.reviewer,
+        "decision_reason": a.decision_reason,
+    }
 
 
 def scheme_view(version: PackVersion) -> dict[str, Any]:
@@ -46,9 +69,16 @@ def decision_view(d: Decision, status: str, tz: ZoneInfo) -> dict[str, Any]:
     }
 
 
-def balance_view(state: SubjectState, versions: Sequence[PackVersion]) -> dict[str, Any]:
+def balance_view(
+    state: SubjectState,
+    versions: Sequence[PackVersion],
+    decisions: Sequence[tuple[Decision, str]] | None = None,
+) -> dict[str, Any]:
     tz = versions[0].tz
     current = next((v for v in versions if v.version == state.pack_version), versions[0])
+    if decisions is None:
+        decisions = [(d, d.status(state.as_of)) for d in state.decisions]
+    nxt = state.next_threshold
     return {
         "domain": state.domain,
         "subject": state.subject,
@@ -56,7 +86,10 @@ def balance_view(state: SubjectState, versions: Sequence[PackVersion]) -> dict[s
         "points": state.points,
         "scheme": scheme_view(current),
         "pack_version": state.pack_version,
-        "decisions": [decision_view(d, d.status(state.as_of), tz) for d in state.decisions],
+        "decisions": [decision_view(d, status, tz) for d, status in decisions],
+        "next_threshold": None
+        if nxt is None
+        else {"kind": nxt[0], "level": nxt[1], "points_away": nxt[2]},
     }
 
 
@@ -78,17 +111,23 @@ def _line(
     }
 
 
-def explain_view(state: SubjectState, versions: Sequence[PackVersion]) -> dict[str, Any]:
+def explain_view(
+    state: SubjectState,
+    versions: Sequence[PackVersion],
+    decisions: Sequence[tuple[Decision, str]] | None = None,
+) -> dict[str, Any]:
     tz = versions[0].tz
     status = {(s.entry.event_id, s.entry.rule_id): s for s in state.entries}
     lines = []
     for line in state.lines:
         s = status.get((line.event_id or "", line.rule_id or "")) if line.kind == "entry" else None
         if s is not None:
-            lines.append(_line(line, tz, s.counts, s.ends_at))
+            item = _line(line, tz, s.counts, s.ends_at)
+            item["state"] = s.state
+            lines.append(item)
         else:
             lines.append(_line(line, tz, line.applied != 0 if line.kind != "entry" else None, None))
-    out = balance_view(state, versions)
+    out = balance_view(state, versions, decisions)
     out["entries"] = lines
     out["upcoming"] = [_line(u, tz, None, None) for u in state.upcoming]
     return out
@@ -100,15 +139,19 @@ def export_record(
     entries: Sequence[Entry],
     state: SubjectState,
     now: datetime,
+    decisions: Sequence[tuple[Decision, str]] | None = None,
+    appeals: Sequence[Appeal] = (),
 ) -> dict[str, Any]:
     tz = versions[0].tz
-    out = explain_view(state, versions)
+    out = explain_view(state, versions, decisions)
+    out["appeals"] = [appeal_view(a, tz) for a in appeals]
     out["exported_at"] = format_local(now, tz)
     out["pack_versions"] = [
         {
             "version": v.version,
             "effective_from": format_local(v.effective_from, tz),
             "content_hash": v.content_hash,
+            "text": v.text,
         }
         for v in versions
     ]
@@ -120,6 +163,8 @@ def export_record(
             "attributes": dict(e.attributes),
             "evidence": e.evidence,
             "issuer": e.issuer,
+            "incident": e.incident,
+            "details_erased": e.judged is not None,
         }
         for e in sorted(events, key=Event.sort_key)
     ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Annotated, Any
@@ -27,10 +26,8 @@ from pointbook.cli.common import (
     print_json,
 )
 from pointbook.dates import describe_as_of
-from pointbook.engine import SubjectState
 from pointbook.intake import read_records
-from pointbook.rules.pack import PackVersion
-from pointbook.views import balance_view, decision_view, explain_view
+from pointbook.views import decision_view
 
 PROGRESS_MIN_LINES = 5000
 
@@ -190,17 +187,13 @@ def _print_decisions(decisions: list[dict[str, object]], with_subject: bool = Fa
 
 
 def _subject_view(
-    db: str,
-    domain: str,
-    subject: str,
-    as_of: str | None,
-    render: Callable[[SubjectState, Sequence[PackVersion]], dict[str, Any]],
+    db: str, domain: str, subject: str, as_of: str | None, explain: bool
 ) -> tuple[dict[str, Any], datetime, ZoneInfo]:
     ledger = open_ledger(db)
     try:
         when = as_of_instant(ledger, domain, as_of)
-        versions = ledger.versions(domain)
-        return render(ledger.state(domain, subject, when), versions), when, versions[0].tz
+        view = ledger.view(domain, subject, when, explain=explain)
+        return view, when, ledger.versions(domain)[0].tz
     finally:
         ledger.close()
 
@@ -213,7 +206,7 @@ def balance(
     json_out: JsonOption = False,
 ) -> None:
     """A subject's points (balance or window sum) and decisions as of a time."""
-    view, when, tz = _subject_view(db, domain, subject, as_of, balance_view)
+    view, when, tz = _subject_view(db, domain, subject, as_of, explain=False)
     if json_out:
         print_json(view)
         return
@@ -229,7 +222,7 @@ def explain(
     json_out: JsonOption = False,
 ) -> None:
     """Every entry and restoration behind a subject's figure, in plain words, and what changes next."""
-    view, when, tz = _subject_view(db, domain, subject, as_of, explain_view)
+    view, when, tz = _subject_view(db, domain, subject, as_of, explain=True)
     if json_out:
         print_json(view)
         return
@@ -291,17 +284,45 @@ def explain(
 
 
 def decisions(
-    domain: Annotated[str, typer.Argument()],
+    domain: Annotated[str, typer.Argument(help="The domain, or `confirm` to confirm a decision.")],
+    decision_id: Annotated[
+        str | None, typer.Argument(help="With `confirm`: the decision to confirm.")
+    ] = None,
     subject: Annotated[
         str | None, typer.Option("--subject", help="Only this subject's decisions.")
     ] = None,
     as_of: AsOfOption = None,
+    reviewer: Annotated[
+        str | None, typer.Option("--reviewer", help="With `confirm`: who confirms.")
+    ] = None,
+    reason: Annotated[str, typer.Option("--reason", help="With `confirm`: why.")] = "confirmed",
     db: DbOption = DEFAULT_DB,
     json_out: JsonOption = False,
 ) -> None:
-    """A domain's decisions (or one subject's) with their status as of a time."""
+    """A domain's decisions (or one subject's) with their status as of a time;
+    `decisions confirm ID --reviewer NAME` confirms one that its pack says a reviewer must."""
     ledger = open_ledger(db)
     try:
+        if domain == "confirm":
+            if decision_id is None or reviewer is None:
+                raise typer.BadParameter("usage: pointbook decisions confirm ID --reviewer NAME")
+            owner = next(
+                (
+                    dom
+                    for dom in ledger.store.domains()
+                    if any(
+                        r.decision.id == decision_id for r in ledger.store.current_decisions(dom)
+                    )
+                ),
+                None,
+            )
+            if owner is None:
+                raise typer.BadParameter(f"no decision {decision_id}")
+            ledger.confirm_decision(owner, decision_id, reviewer, reason)
+            console.print(f"decision {e(decision_id)} confirmed by {e(reviewer)}")
+            return
+        if decision_id is not None:
+            raise typer.BadParameter(f"unexpected argument {decision_id!r}")
         when = as_of_instant(ledger, domain, as_of)
         tz = ledger.versions(domain)[0].tz
         views = [
@@ -316,8 +337,11 @@ def decisions(
 
 
 def export(
-    domain: Annotated[str, typer.Argument()],
-    subject: Annotated[str, typer.Argument()],
+    domain: Annotated[str | None, typer.Argument()] = None,
+    subject: Annotated[str | None, typer.Argument()] = None,
+    schema: Annotated[
+        bool, typer.Option("--schema", help="Print the JSON Schema of an export instead.")
+    ] = False,
     db: DbOption = DEFAULT_DB,
     output: Annotated[
         Path | None,
@@ -325,6 +349,13 @@ def export(
     ] = None,
 ) -> None:
     """The subject's whole record in the domain, as JSON."""
+    if schema:
+        from pointbook.export_schema import export_json_schema
+
+        print_json(export_json_schema())
+        return
+    if domain is None or subject is None:
+        raise typer.BadParameter("usage: pointbook export DOMAIN SUBJECT (or --schema)")
     ledger = open_ledger(db)
     try:
         record = ledger.export(domain, subject)

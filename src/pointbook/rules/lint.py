@@ -1,14 +1,22 @@
 """The pack linter: one function per check, each returning findings with a line.
 
-`lint_documents` validates the structure of every document, then runs CHECKS on each valid
-version and VERSION_CHECKS across the versions of the file. A check that crashes becomes a
-finding, not a traceback (a broken pack must still get a full report).
+`lint_documents` runs the raw guardrails on every document (principle 1 is reported even when
+the schema refuses the key that breaks it), validates the structure of every document, then
+runs CHECKS on each valid version and VERSION_CHECKS across the versions of the file. A
+version whose only schema problems are unknown keys is also checked without those keys, so
+its other problems (the principles above all) are reported at once; it stays invalid. A check
+that crashes becomes a finding, not a traceback (a broken pack must still get a full report).
+
+The principle checks live in `guardrails` and are registered in CHECKS; `lint_documents` has
+no parameter to select or skip checks, and no caller can leave a guardrail out.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -18,6 +26,7 @@ from pointbook.rules import categories
 from pointbook.rules.attributes import attribute_problems
 from pointbook.rules.conditions import check_condition, compile_condition, suggest
 from pointbook.rules.findings import Finding
+from pointbook.rules.guardrails import GUARDRAILS, RAW_GUARDRAILS, condition_at, is_identifier
 from pointbook.rules.load import PackDocument, PathKey
 from pointbook.rules.spec import (
     ConditionSpec,
@@ -114,7 +123,8 @@ def check_categories(doc: PackDocument, spec: PackSpec) -> list[Finding]:
                     "pack/prohibited-category",
                     f"rule {rule.id!r}: category {rule.category!r} "
                     f"({categories.PROHIBITED[rule.category]}) is refused by principle 2 (only "
-                    "conduct, never belief or belonging); no option turns this off",
+                    "conduct, never belief or belonging); judge conduct under an allowed "
+                    "category, or remove the rule; no option turns this off",
                 )
             )
         elif rule.category not in categories.ALLOWED:
@@ -135,10 +145,17 @@ def _condition_findings(
     doc: PackDocument, spec: PackSpec, cond: ConditionSpec, event: str, base: PathKey
 ) -> list[Finding]:
     et = spec.event_types[event]
-    return [
-        _err(doc, (*base, *sub), code, msg)
-        for sub, code, msg in check_condition(cond, et.attributes, event)
-    ]
+    out = []
+    for sub, code, msg in check_condition(cond, et.attributes, event):
+        node = condition_at(cond, sub)
+        if (
+            code == "pack/unknown-field"
+            and node is not None
+            and not is_identifier(node.field or "")
+        ):
+            continue  # not a name at all: guardrails.check_outside_references explains why
+        out.append(_err(doc, (*base, *sub), code, msg))
+    return out
 
 
 def check_references(doc: PackDocument, spec: PackSpec) -> list[Finding]:
@@ -323,6 +340,7 @@ CHECKS: list[Check] = [
     check_time,
     check_ids,
     check_categories,
+    *GUARDRAILS,
     check_references,
     check_examples,
     check_scheme,
@@ -383,8 +401,56 @@ def check_versions(docs: list[PackDocument], specs: list[PackSpec | None]) -> li
 VERSION_CHECKS = [check_versions]
 
 
+def _run(checks: list[Check], doc: PackDocument, spec: PackSpec) -> list[Finding]:
+    out: list[Finding] = []
+    for check in checks:
+        try:
+            out += check(doc, spec)
+        except Exception as exc:  # a crashing check is a finding, never a traceback
+            out.append(_err(doc, (), "pack/internal", f"check {check.__name__} failed: {exc!r}"))
+    return out
+
+
+def _raw_findings(doc: PackDocument) -> list[Finding]:
+    out: list[Finding] = []
+    for check in RAW_GUARDRAILS:
+        try:
+            out += check(doc)
+        except Exception as exc:  # a crashing check is a finding, never a traceback
+            out.append(_err(doc, (), "pack/internal", f"check {check.__name__} failed: {exc!r}"))
+    return out
+
+
+def _without_unknown_keys(data: Any, exc: ValidationError) -> PackSpec | None:
+    """The version read without the keys the schema called unknown; None for other errors."""
+    errors = exc.errors()
+    if not errors or any(e["type"] != "extra_forbidden" or not e["loc"] for e in errors):
+        return None
+    pruned = copy.deepcopy(data)
+    for e in errors:
+        *parents, key = e["loc"]
+        node = pruned
+        for part in parents:
+            in_list = isinstance(node, list) and isinstance(part, int) and part < len(node)
+            if in_list or (isinstance(node, dict) and part in node):
+                node = node[part]
+            elif not isinstance(node, dict):
+                return None
+            # else: a union's tag in the location (`scheme.balance.x`), not a key of the data
+        if not isinstance(node, dict) or key not in node:
+            return None
+        del node[key]
+    try:
+        return PackSpec.model_validate(pruned)
+    except ValidationError:
+        return None  # the schema findings already say what is wrong
+
+
 def lint_documents(docs: list[PackDocument]) -> tuple[list[Finding], list[PackSpec | None]]:
-    """Lint every document; return all findings and the valid specs (None where invalid)."""
+    """Lint every document; return all findings and the valid specs (None where invalid).
+
+    Every check runs, always: there is deliberately no way to choose or skip checks.
+    """
     findings: list[Finding] = []
     specs: list[PackSpec | None] = []
     for doc in docs:
@@ -399,20 +465,17 @@ def lint_documents(docs: list[PackDocument]) -> tuple[list[Finding], list[PackSp
             )
             specs.append(None)
             continue
+        findings += _raw_findings(doc)
         try:
             spec = PackSpec.model_validate(doc.data)
         except ValidationError as exc:
             findings += _schema_findings(doc, exc)
             specs.append(None)
+            pruned = _without_unknown_keys(doc.data, exc)
+            if pruned is not None:
+                findings += _run(CHECKS, doc, pruned)
             continue
-        own: list[Finding] = []
-        for check in CHECKS:
-            try:
-                own += check(doc, spec)
-            except Exception as exc:  # a crashing check is a finding, never a traceback
-                own.append(
-                    _err(doc, (), "pack/internal", f"check {check.__name__} failed: {exc!r}")
-                )
+        own = _run(CHECKS, doc, spec)
         findings += own
         specs.append(None if any(f.severity == "error" for f in own) else spec)
     for vcheck in VERSION_CHECKS:

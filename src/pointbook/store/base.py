@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from pointbook.engine.model import Decision, Entry, Event
+from pointbook.engine.model import Appeal, Decision, Entry, Event
+from pointbook.store.audit import VerifyResult
 
 __all__ = ["DecisionRow", "PackRow", "Store"]
 
@@ -34,6 +35,7 @@ class DecisionRow:
     revision: int
     withdrawn: bool
     recorded_at: datetime
+    reason: str | None = None
 
 
 class Store(Protocol):
@@ -63,6 +65,39 @@ class Store(Protocol):
         self,
         domain: str,
         subjects: Iterable[str],
-        revisions: Sequence[tuple[Decision, int, bool]],
+        revisions: Sequence[tuple[Decision, int, bool, str]],
         recorded_at: datetime,
     ) -> None: ...
+
+    # due process
+    def insert_appeal(self, appeal: Appeal) -> None: ...
+    def insert_appeal_decision(
+        self, appeal: Appeal, outcome: str, reviewer: str, reason: str, at: datetime
+    ) -> None: ...
+    def appeal(self, appeal_id: str) -> Appeal | None: ...
+    def appeals(
+        self, domain: str, subjects: Sequence[str] | None = None
+    ) -> dict[str, list[Appeal]]: ...
+    def insert_confirmation(
+        self, domain: str, subject: str, decision_id: str, reviewer: str, reason: str, at: datetime
+    ) -> None: ...
+    def confirmations(self, domain: str) -> dict[str, tuple[datetime, str]]: ...
+    def outbox_pending(
+        self, domain: str, limit: int = 100
+    ) -> list[tuple[int, str, dict[str, Any]]]: ...
+    def outbox_take(self, seqs: Sequence[int], at: datetime) -> None: ...
+    def insert_switch(
+        self, domain: str, state: str, reason: str, actor: str, at: datetime
+    ) -> None: ...
+    def switch_state(self, domain: str) -> tuple[str, str | None, datetime | None]: ...
+    def domain_key(self, domain: str) -> str: ...
+    def insert_share(
+        self, code_hash: str, domain: str, subject: str, at: datetime, expires: datetime
+    ) -> None: ...
+    def use_share(self, code_hash: str, at: datetime) -> tuple[str, str] | str: ...
+
+    # tamper evidence and forgetting
+    def verify(self) -> VerifyResult: ...
+    def audit_root(self) -> str: ...
+    def erase_details(self, domain: str, cutoff: datetime, at: datetime) -> int: ...
+    def erase_subject(self, domain: str, subject: str, at: datetime) -> dict[str, int]: ...

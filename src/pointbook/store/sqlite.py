@@ -20,88 +20,15 @@ from typing import Any, TypeVar
 from pointbook.dates import from_micros, to_micros
 from pointbook.engine.model import Decision, Entry, Event
 from pointbook.errors import StoreError
+from pointbook.store import sqlite_audit as audit
+from pointbook.store.audit import VerifyResult, commit, new_salt
 from pointbook.store.base import DecisionRow, PackRow
+from pointbook.store.schema import MIGRATIONS
+from pointbook.store.sqlite_process import ProcessTables
 
 __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
-
-# Named migrations, applied in order and recorded in pb_migrations (never edited once released).
-MIGRATIONS: list[tuple[str, str]] = [
-    (
-        "0001-initial",
-        """
-        CREATE TABLE pb_pack_versions (
-            domain TEXT NOT NULL,
-            version TEXT NOT NULL,
-            effective_from_us INTEGER NOT NULL,
-            published_at_us INTEGER NOT NULL,
-            content_hash TEXT NOT NULL,
-            text TEXT NOT NULL,
-            PRIMARY KEY (domain, version)
-        );
-        CREATE TABLE pb_events (
-            domain TEXT NOT NULL,
-            id TEXT NOT NULL,
-            subject TEXT NOT NULL,
-            type TEXT NOT NULL,
-            occurred_us INTEGER NOT NULL,
-            attributes TEXT NOT NULL,
-            evidence TEXT,
-            issuer TEXT,
-            content_hash TEXT NOT NULL,
-            received_us INTEGER NOT NULL,
-            PRIMARY KEY (domain, id)
-        ) WITHOUT ROWID;
-        CREATE INDEX pb_events_subject ON pb_events (domain, subject, occurred_us);
-        CREATE TABLE pb_entries (
-            domain TEXT NOT NULL,
-            event_id TEXT NOT NULL,
-            rule_id TEXT NOT NULL,
-            subject TEXT NOT NULL,
-            pack_version TEXT NOT NULL,
-            pack_hash TEXT NOT NULL,
-            delta INTEGER NOT NULL,
-            occurred_us INTEGER NOT NULL,
-            counts_until_us INTEGER,
-            title TEXT NOT NULL,
-            evidence TEXT,
-            tags TEXT NOT NULL,
-            daily_cap INTEGER NOT NULL,
-            recorded_us INTEGER NOT NULL,
-            PRIMARY KEY (domain, event_id, rule_id)
-        ) WITHOUT ROWID;
-        CREATE INDEX pb_entries_subject ON pb_entries (domain, subject, occurred_us);
-        CREATE TABLE pb_decisions (
-            domain TEXT NOT NULL,
-            id TEXT NOT NULL,
-            revision INTEGER NOT NULL,
-            subject TEXT NOT NULL,
-            threshold_id TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            title TEXT NOT NULL,
-            level INTEGER NOT NULL,
-            figure INTEGER NOT NULL,
-            triggered_us INTEGER NOT NULL,
-            ordinal INTEGER NOT NULL,
-            effective_us INTEGER NOT NULL,
-            ends_us INTEGER,
-            attributes TEXT NOT NULL,
-            trigger TEXT NOT NULL,
-            pack_version TEXT NOT NULL,
-            withdrawn INTEGER NOT NULL,
-            recorded_us INTEGER NOT NULL,
-            PRIMARY KEY (domain, id, revision)
-        ) WITHOUT ROWID;
-        CREATE INDEX pb_decisions_subject ON pb_decisions (domain, subject);
-        CREATE TABLE pb_dirty (
-            domain TEXT NOT NULL,
-            subject TEXT NOT NULL,
-            PRIMARY KEY (domain, subject)
-        ) WITHOUT ROWID;
-        """,
-    ),
-]
 
 _CHUNK = 500
 
@@ -111,7 +38,7 @@ def _chunks(seq: Sequence[T], n: int = _CHUNK) -> Iterator[Sequence[T]]:
         yield seq[i : i + n]
 
 
-class SQLiteStore:
+class SQLiteStore(ProcessTables):
     """A pointbook store in one SQLite file (``:memory:`` for tests)."""
 
     def __init__(self, path: str | Path, busy_timeout_s: float = 30.0) -> None:
@@ -169,6 +96,12 @@ class SQLiteStore:
     def close(self) -> None:
         self.conn.close()
 
+    def verify(self) -> VerifyResult:
+        return audit.verify(self.conn)
+
+    def audit_root(self) -> str:
+        return audit.root(self.conn)
+
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.conn.execute(sql, params).fetchall()
 
@@ -187,18 +120,18 @@ class SQLiteStore:
         return [PackRow(r[0], r[1], from_micros(r[2]), from_micros(r[3]), r[4], r[5]) for r in rows]
 
     def insert_pack(self, row: PackRow) -> None:
+        values = (
+            row.domain,
+            row.version,
+            to_micros(row.effective_from),
+            to_micros(row.published_at),
+            row.content_hash,
+            row.text,
+        )
         with self.transaction() as c:
-            c.execute(
-                "INSERT INTO pb_pack_versions VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    row.domain,
-                    row.version,
-                    to_micros(row.effective_from),
-                    to_micros(row.published_at),
-                    row.content_hash,
-                    row.text,
-                ),
-            )
+            c.execute("INSERT INTO pb_pack_versions VALUES (?, ?, ?, ?, ?, ?)", values)
+            ref = f"pack:{row.domain}/{row.version}"
+            audit.append(c, values[3], [("pack", row.domain, ref, commit(["pack", list(values)]))])
 
     # -- events and entries -----------------------------------------------------------------
     def has_events(self, domain: str) -> bool:
@@ -227,58 +160,71 @@ class SQLiteStore:
         self, events: Sequence[tuple[Event, str]], entries: Sequence[Entry], received_at: datetime
     ) -> None:
         rec = to_micros(received_at)
+        event_rows = [
+            (
+                e.domain,
+                e.id,
+                e.subject,
+                e.type,
+                to_micros(e.occurred_at),
+                json.dumps(dict(e.attributes), sort_keys=True),
+                e.evidence,
+                e.issuer,
+                h,
+                rec,
+                e.incident,
+                new_salt(),
+                None,
+            )
+            for e, h in events
+        ]
+        entry_rows = [
+            (
+                n.domain,
+                n.event_id,
+                n.rule_id,
+                n.subject,
+                n.pack_version,
+                n.pack_hash,
+                n.delta,
+                to_micros(n.occurred_at),
+                None if n.counts_until is None else to_micros(n.counts_until),
+                n.title,
+                n.evidence,
+                json.dumps(sorted(n.tags)),
+                int(n.daily_cap),
+                rec,
+            )
+            for n in entries
+        ]
+        by_event: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+        for r in entry_rows:
+            by_event.setdefault((r[0], r[1]), []).append(r[2:])
+        records = [
+            (
+                "event",
+                r[0],
+                f"event:{r[0]}/{r[1]}",
+                audit.event_commitment(r, by_event.get((r[0], r[1]), [])),
+            )
+            for r in event_rows
+        ]
         with self.transaction() as c:
-            c.executemany(
-                "INSERT INTO pb_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        e.domain,
-                        e.id,
-                        e.subject,
-                        e.type,
-                        to_micros(e.occurred_at),
-                        json.dumps(dict(e.attributes), sort_keys=True),
-                        e.evidence,
-                        e.issuer,
-                        h,
-                        rec,
-                    )
-                    for e, h in events
-                ],
-            )
-            c.executemany(
-                "INSERT INTO pb_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        n.domain,
-                        n.event_id,
-                        n.rule_id,
-                        n.subject,
-                        n.pack_version,
-                        n.pack_hash,
-                        n.delta,
-                        to_micros(n.occurred_at),
-                        None if n.counts_until is None else to_micros(n.counts_until),
-                        n.title,
-                        n.evidence,
-                        json.dumps(sorted(n.tags)),
-                        int(n.daily_cap),
-                        rec,
-                    )
-                    for n in entries
-                ],
-            )
+            c.executemany(f"INSERT INTO pb_events VALUES ({', '.join('?' * 13)})", event_rows)
+            c.executemany(f"INSERT INTO pb_entries VALUES ({', '.join('?' * 14)})", entry_rows)
             c.executemany(
                 "INSERT OR IGNORE INTO pb_dirty VALUES (?, ?)",
                 sorted({(e.domain, e.subject) for e, _ in events}),
             )
+            audit.append(c, rec, records)
 
     def subject_events(self, domain: str, subjects: Sequence[str]) -> dict[str, list[Event]]:
         out: dict[str, list[Event]] = {s: [] for s in subjects}
         for chunk in _chunks(list(subjects)):
             marks = ",".join("?" * len(chunk))
             for r in self._query(
-                "SELECT id, subject, type, occurred_us, attributes, evidence, issuer FROM pb_events "
+                "SELECT id, subject, type, occurred_us, attributes, evidence, issuer, incident,"
+                " received_us, erased_us FROM pb_events "
                 f"WHERE domain = ? AND subject IN ({marks}) ORDER BY subject, occurred_us, id",
                 (domain, *chunk),
             ):
@@ -292,9 +238,22 @@ class SQLiteStore:
                         attributes=json.loads(r[4]),
                         evidence=r[5],
                         issuer=r[6],
+                        incident=r[7],
+                        reported_at=from_micros(r[8]),
+                        judged=None if r[9] is None else self._judged(domain, r[0]),
                     )
                 )
         return out
+
+    def _judged(self, domain: str, event_id: str) -> tuple[Entry, ...]:
+        """The entries of an event whose details were erased (the fold uses them as judged)."""
+        rows = self._query(
+            "SELECT subject FROM pb_entries WHERE domain = ? AND event_id = ? LIMIT 1",
+            (domain, event_id),
+        )
+        if not rows:
+            return ()
+        return tuple(n for n in self.subject_entries(domain, rows[0][0]) if n.event_id == event_id)
 
     def subject_entries(self, domain: str, subject: str) -> list[Entry]:
         rows = self._query(
@@ -355,40 +314,81 @@ class SQLiteStore:
         self,
         domain: str,
         subjects: Iterable[str],
-        revisions: Sequence[tuple[Decision, int, bool]],
+        revisions: Sequence[tuple[Decision, int, bool, str]],
         recorded_at: datetime,
     ) -> None:
+        """Append decision revisions, queue each once in the outbox, and clear the work list:
+        one transaction, so a change is never recorded without being queued (or twice)."""
         rec = to_micros(recorded_at)
+        rows = [
+            (
+                d.domain,
+                d.id,
+                rev,
+                d.subject,
+                d.threshold_id,
+                d.kind,
+                d.title,
+                d.level,
+                d.figure,
+                to_micros(d.triggered_at),
+                d.ordinal,
+                to_micros(d.effective_at),
+                None if d.ends_at is None else to_micros(d.ends_at),
+                json.dumps(dict(d.attributes), sort_keys=True),
+                d.trigger,
+                d.pack_version,
+                int(withdrawn),
+                rec,
+                int(d.requires_review),
+                reason,
+            )
+            for d, rev, withdrawn, reason in revisions
+        ]
+        outbox = [
+            (
+                domain,
+                f"{r[1]}:{r[2]}",
+                r[1],
+                json.dumps(
+                    {
+                        "domain": domain,
+                        "decision_id": r[1],
+                        "revision": r[2],
+                        "subject": r[3],
+                        "kind": r[5],
+                        "change": "cancelled" if r[16] else ("new" if r[2] == 1 else "revised"),
+                        "reason": r[19],
+                    },
+                    sort_keys=True,
+                ),
+                rec,
+            )
+            for r in rows
+        ]
         with self.transaction() as c:
+            c.executemany(f"INSERT INTO pb_decisions VALUES ({', '.join('?' * 20)})", rows)
             c.executemany(
-                "INSERT INTO pb_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        d.domain,
-                        d.id,
-                        rev,
-                        d.subject,
-                        d.threshold_id,
-                        d.kind,
-                        d.title,
-                        d.level,
-                        d.figure,
-                        to_micros(d.triggered_at),
-                        d.ordinal,
-                        to_micros(d.effective_at),
-                        None if d.ends_at is None else to_micros(d.ends_at),
-                        json.dumps(dict(d.attributes), sort_keys=True),
-                        d.trigger,
-                        d.pack_version,
-                        int(withdrawn),
-                        rec,
-                    )
-                    for d, rev, withdrawn in revisions
-                ],
+                "INSERT INTO pb_outbox (domain, key, decision_id, payload, created_us) "
+                "VALUES (?, ?, ?, ?, ?)",
+                outbox,
             )
             c.executemany(
                 "DELETE FROM pb_dirty WHERE domain = ? AND subject = ?",
                 [(domain, s) for s in subjects],
+            )
+            audit.append(
+                c,
+                rec,
+                [
+                    (
+                        "decision",
+                        domain,
+                        f"decision:{domain}/{r[1]}/{r[2]}",
+                        commit(["decision", list(r)]),
+                    )
+                    for r in rows
+                ],
             )
 
 
@@ -409,5 +409,6 @@ def _decision_row(r: tuple[Any, ...]) -> DecisionRow:
         attributes=json.loads(r[13]),
         trigger=r[14],
         pack_version=r[15],
+        requires_review=bool(r[18]),
     )
-    return DecisionRow(d, r[2], bool(r[16]), from_micros(r[17]))
+    return DecisionRow(d, r[2], bool(r[16]), from_micros(r[17]), r[19])

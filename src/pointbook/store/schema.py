@@ -1,0 +1,164 @@
+"""The SQLite schema as named migrations, applied in order and recorded in pb_migrations.
+
+A released migration is never edited: changes come as a new one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001-initial",
+        """
+        CREATE TABLE pb_pack_versions (
+            domain TEXT NOT NULL,
+            version TEXT NOT NULL,
+            effective_from_us INTEGER NOT NULL,
+            published_at_us INTEGER NOT NULL,
+            content_hash TEXT NOT NULL,
+            text TEXT NOT NULL,
+            PRIMARY KEY (domain, version)
+        );
+        CREATE TABLE pb_events (
+            domain TEXT NOT NULL,
+            id TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            type TEXT NOT NULL,
+            occurred_us INTEGER NOT NULL,
+            attributes TEXT NOT NULL,
+            evidence TEXT,
+            issuer TEXT,
+            content_hash TEXT NOT NULL,
+            received_us INTEGER NOT NULL,
+            PRIMARY KEY (domain, id)
+        ) WITHOUT ROWID;
+        CREATE INDEX pb_events_subject ON pb_events (domain, subject, occurred_us);
+        CREATE TABLE pb_entries (
+            domain TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            rule_id TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            pack_version TEXT NOT NULL,
+            pack_hash TEXT NOT NULL,
+            delta INTEGER NOT NULL,
+            occurred_us INTEGER NOT NULL,
+            counts_until_us INTEGER,
+            title TEXT NOT NULL,
+            evidence TEXT,
+            tags TEXT NOT NULL,
+            daily_cap INTEGER NOT NULL,
+            recorded_us INTEGER NOT NULL,
+            PRIMARY KEY (domain, event_id, rule_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX pb_entries_subject ON pb_entries (domain, subject, occurred_us);
+        CREATE TABLE pb_decisions (
+            domain TEXT NOT NULL,
+            id TEXT NOT NULL,
+            revision INTEGER NOT NULL,
+            subject TEXT NOT NULL,
+            threshold_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            title TEXT NOT NULL,
+            level INTEGER NOT NULL,
+            figure INTEGER NOT NULL,
+            triggered_us INTEGER NOT NULL,
+            ordinal INTEGER NOT NULL,
+            effective_us INTEGER NOT NULL,
+            ends_us INTEGER,
+            attributes TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            pack_version TEXT NOT NULL,
+            withdrawn INTEGER NOT NULL,
+            recorded_us INTEGER NOT NULL,
+            PRIMARY KEY (domain, id, revision)
+        ) WITHOUT ROWID;
+        CREATE INDEX pb_decisions_subject ON pb_decisions (domain, subject);
+        CREATE TABLE pb_dirty (
+            domain TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            PRIMARY KEY (domain, subject)
+        ) WITHOUT ROWID;
+        """,
+    ),
+]
+
+MIGRATIONS.append(
+    (
+        "0002-accountability",
+        """
+        ALTER TABLE pb_events ADD COLUMN incident TEXT;
+        ALTER TABLE pb_events ADD COLUMN salt TEXT;
+        ALTER TABLE pb_events ADD COLUMN erased_us INTEGER;
+        ALTER TABLE pb_decisions ADD COLUMN requires_review INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE pb_decisions ADD COLUMN reason TEXT;
+        CREATE TABLE pb_audit (
+            seq INTEGER PRIMARY KEY,
+            at_us INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            domain TEXT NOT NULL,
+            ref TEXT NOT NULL,
+            commitment TEXT NOT NULL,
+            prev TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE TABLE pb_appeals (
+            id TEXT PRIMARY KEY,
+            domain TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            event_id TEXT,
+            rule_id TEXT,
+            decision_id TEXT,
+            reason TEXT NOT NULL,
+            filed_us INTEGER NOT NULL,
+            salt TEXT
+        );
+        CREATE INDEX pb_appeals_subject ON pb_appeals (domain, subject);
+        CREATE TABLE pb_appeal_decisions (
+            appeal_id TEXT PRIMARY KEY,
+            domain TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            reviewer TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            decided_us INTEGER NOT NULL
+        );
+        CREATE TABLE pb_confirmations (
+            decision_id TEXT PRIMARY KEY,
+            domain TEXT NOT NULL,
+            reviewer TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            confirmed_us INTEGER NOT NULL
+        );
+        CREATE TABLE pb_outbox (
+            seq INTEGER PRIMARY KEY,
+            domain TEXT NOT NULL,
+            key TEXT NOT NULL UNIQUE,
+            decision_id TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            created_us INTEGER NOT NULL
+        );
+        CREATE TABLE pb_outbox_taken (
+            seq INTEGER PRIMARY KEY,
+            taken_us INTEGER NOT NULL
+        );
+        CREATE TABLE pb_switches (
+            seq INTEGER PRIMARY KEY,
+            domain TEXT NOT NULL,
+            state TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            at_us INTEGER NOT NULL
+        );
+        CREATE TABLE pb_domain_keys (
+            domain TEXT PRIMARY KEY,
+            key TEXT NOT NULL
+        );
+        CREATE TABLE pb_shares (
+            code_hash TEXT PRIMARY KEY,
+            domain TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            created_us INTEGER NOT NULL,
+            expires_us INTEGER NOT NULL,
+            used_us INTEGER
+        );
+        """,
+    )
+)

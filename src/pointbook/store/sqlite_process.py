@@ -1,0 +1,320 @@
+"""Due process on SQLite: appeals, confirmations, the outbox, the stop switch, pseudonym keys,
+shares and erasure. Mixed into SQLiteStore; every write is audited in its own transaction."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+from pointbook.dates import from_micros, to_micros
+from pointbook.engine.model import Appeal
+from pointbook.store import sqlite_audit as audit
+from pointbook.store.audit import ERASED, commit, new_salt
+
+__all__ = ["ProcessTables"]
+
+
+class ProcessTables:
+    conn: sqlite3.Connection
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:  # provided by the store
+        raise NotImplementedError
+
+    # -- appeals --------------------------------------------------------------------------
+    def insert_appeal(self, appeal: Appeal) -> None:
+        salt = new_salt()
+        row = (
+            appeal.id,
+            appeal.domain,
+            appeal.subject,
+            appeal.event_id,
+            appeal.rule_id,
+            appeal.decision_id,
+            appeal.reason,
+            to_micros(appeal.filed_at),
+            salt,
+        )
+        with self.transaction() as c:
+            c.execute(f"INSERT INTO pb_appeals VALUES ({', '.join('?' * 9)})", row)
+            c.execute(
+                "INSERT OR IGNORE INTO pb_dirty VALUES (?, ?)", (appeal.domain, appeal.subject)
+            )
+            ref = f"appeal:{appeal.id}"
+            audit.append(
+                c,
+                row[7],
+                [("appeal", appeal.domain, ref, commit(["appeal", list(row[:-1])], salt))],
+            )
+
+    def insert_appeal_decision(
+        self, appeal: Appeal, outcome: str, reviewer: str, reason: str, at: datetime
+    ) -> None:
+        row = (appeal.id, appeal.domain, outcome, reviewer, reason, to_micros(at))
+        with self.transaction() as c:
+            c.execute("INSERT INTO pb_appeal_decisions VALUES (?, ?, ?, ?, ?, ?)", row)
+            c.execute(
+                "INSERT OR IGNORE INTO pb_dirty VALUES (?, ?)", (appeal.domain, appeal.subject)
+            )
+            ref = f"appeal-decision:{appeal.id}"
+            audit.append(
+                c,
+                row[5],
+                [("appeal-decision", appeal.domain, ref, commit(["appeal-decision", list(row)]))],
+            )
+
+    def _appeal_rows(self, where: str, params: Sequence[Any]) -> list[Appeal]:
+        rows = self.conn.execute(
+            "SELECT a.id, a.domain, a.subject, a.event_id, a.rule_id, a.decision_id, a.reason,"
+            " a.filed_us, d.outcome, d.reviewer, d.reason, d.decided_us FROM pb_appeals a"
+            " LEFT JOIN pb_appeal_decisions d ON d.appeal_id = a.id"
+            f" WHERE {where} ORDER BY a.filed_us, a.id",
+            params,
+        ).fetchall()
+        return [
+            Appeal(
+                id=r[0],
+                domain=r[1],
+                subject=r[2],
+                event_id=r[3],
+                rule_id=r[4],
+                decision_id=r[5],
+                reason=r[6],
+                filed_at=from_micros(r[7]),
+                outcome=r[8],
+                reviewer=r[9],
+                decision_reason=r[10],
+                decided_at=None if r[11] is None else from_micros(r[11]),
+            )
+            for r in rows
+        ]
+
+    def appeal(self, appeal_id: str) -> Appeal | None:
+        found = self._appeal_rows("a.id = ?", (appeal_id,))
+        return found[0] if found else None
+
+    def appeals(
+        self, domain: str, subjects: Sequence[str] | None = None
+    ) -> dict[str, list[Appeal]]:
+        out: dict[str, list[Appeal]] = {}
+        if subjects is None:
+            found = self._appeal_rows("a.domain = ?", (domain,))
+        else:
+            found = []
+            for i in range(0, len(subjects), 500):
+                chunk = list(subjects[i : i + 500])
+                marks = ",".join("?" * len(chunk))
+                found += self._appeal_rows(
+                    f"a.domain = ? AND a.subject IN ({marks})", (domain, *chunk)
+                )
+        for a in found:
+            out.setdefault(a.subject, []).append(a)
+        return out
+
+    # -- reviewer confirmation ----------------------------------------------------------------
+    def insert_confirmation(
+        self, domain: str, subject: str, decision_id: str, reviewer: str, reason: str, at: datetime
+    ) -> None:
+        row = (decision_id, domain, reviewer, reason, to_micros(at))
+        with self.transaction() as c:
+            c.execute("INSERT INTO pb_confirmations VALUES (?, ?, ?, ?, ?)", row)
+            c.execute("INSERT OR IGNORE INTO pb_dirty VALUES (?, ?)", (domain, subject))
+            ref = f"confirmation:{decision_id}"
+            audit.append(
+                c, row[4], [("confirmation", domain, ref, commit(["confirmation", list(row)]))]
+            )
+
+    def confirmations(self, domain: str) -> dict[str, tuple[datetime, str]]:
+        return {
+            r[0]: (from_micros(r[1]), r[2])
+            for r in self.conn.execute(
+                "SELECT decision_id, confirmed_us, reviewer FROM pb_confirmations WHERE domain = ?",
+                (domain,),
+            )
+        }
+
+    # -- outbox ------------------------------------------------------------------------------
+    def outbox_pending(
+        self, domain: str, limit: int = 100
+    ) -> list[tuple[int, str, dict[str, Any]]]:
+        rows = self.conn.execute(
+            "SELECT o.seq, o.key, o.payload FROM pb_outbox o LEFT JOIN pb_outbox_taken t"
+            " ON t.seq = o.seq WHERE o.domain = ? AND t.seq IS NULL ORDER BY o.seq LIMIT ?",
+            (domain, limit),
+        ).fetchall()
+        return [(r[0], r[1], json.loads(r[2])) for r in rows]
+
+    def outbox_take(self, seqs: Sequence[int], at: datetime) -> None:
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT OR IGNORE INTO pb_outbox_taken VALUES (?, ?)",
+                [(s, to_micros(at)) for s in seqs],
+            )
+
+    # -- the stop switch (R15) --------------------------------------------------------------------
+    def insert_switch(self, domain: str, state: str, reason: str, actor: str, at: datetime) -> None:
+        with self.transaction() as c:
+            cur = c.execute(
+                "INSERT INTO pb_switches (domain, state, reason, actor, at_us) VALUES (?, ?, ?, ?, ?)",
+                (domain, state, reason, actor, to_micros(at)),
+            )
+            seq = cur.lastrowid
+            row = c.execute("SELECT * FROM pb_switches WHERE seq = ?", (seq,)).fetchone()
+            audit.append(
+                c,
+                to_micros(at),
+                [("switch", domain, f"switch:{seq}", commit(["switch", list(row)]))],
+            )
+
+    def switch_state(self, domain: str) -> tuple[str, str | None, datetime | None]:
+        row = self.conn.execute(
+            "SELECT state, reason, at_us FROM pb_switches WHERE domain = ? ORDER BY seq DESC LIMIT 1",
+            (domain,),
+        ).fetchone()
+        if row is None:
+            return ("running", None, None)
+        return (row[0], row[1], from_micros(row[2]))
+
+    # -- pseudonym keys (R4) ------------------------------------------------------------------------
+    def domain_key(self, domain: str) -> str:
+        row = self.conn.execute(
+            "SELECT key FROM pb_domain_keys WHERE domain = ?", (domain,)
+        ).fetchone()
+        if row is not None:
+            return str(row[0])
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO pb_domain_keys VALUES (?, ?)",
+                (domain, secrets.token_hex(32)),
+            )
+        return self.domain_key(domain)
+
+    # -- shares (R5) ------------------------------------------------------------------------------
+    def insert_share(
+        self, code_hash: str, domain: str, subject: str, at: datetime, expires: datetime
+    ) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO pb_shares VALUES (?, ?, ?, ?, ?, NULL)",
+                (code_hash, domain, subject, to_micros(at), to_micros(expires)),
+            )
+
+    def use_share(self, code_hash: str, at: datetime) -> tuple[str, str] | str:
+        """(domain, subject) for a valid code, marking it used; else the reason it is not."""
+        with self.transaction() as c:
+            row = c.execute(
+                "SELECT domain, subject, expires_us, used_us FROM pb_shares WHERE code_hash = ?",
+                (code_hash,),
+            ).fetchone()
+            if row is None:
+                return "unknown code"
+            if row[3] is not None:
+                return "this code was already used; a share code works once"
+            if to_micros(at) >= row[2]:
+                return "this code has expired"
+            c.execute(
+                "UPDATE pb_shares SET used_us = ? WHERE code_hash = ?", (to_micros(at), code_hash)
+            )
+            return (row[0], row[1])
+
+    # -- erasure (principle 7) -----------------------------------------------------------------------
+    def erase_details(self, domain: str, cutoff: datetime, at: datetime) -> int:
+        """Erase the personal details of events before ``cutoff``: attributes, evidence, issuer
+        and the salt. What the figures need (date, type, rule, points) stays, committed anew."""
+        at_us = to_micros(at)
+        with self.transaction() as c:
+            ids = [
+                r[0]
+                for r in c.execute(
+                    "SELECT id FROM pb_events WHERE domain = ? AND occurred_us < ? AND erased_us IS NULL",
+                    (domain, to_micros(cutoff)),
+                )
+            ]
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                c.execute(
+                    "UPDATE pb_events SET attributes = '{}', evidence = NULL, issuer = NULL,"
+                    f" salt = NULL, erased_us = ? WHERE domain = ? AND id IN ({marks})",
+                    (at_us, domain, *chunk),
+                )
+                c.execute(
+                    f"UPDATE pb_entries SET evidence = NULL WHERE domain = ? AND event_id IN ({marks})",
+                    (domain, *chunk),
+                )
+            records = []
+            for eid in ids:
+                ref = f"event:{domain}/{eid}"
+                now = audit.commitment_of(c, ref)
+                assert now is not None
+                records.append(("erasure", domain, ref, now))
+            if records:
+                audit.append(c, at_us, records)
+        return len(ids)
+
+    def erase_subject(self, domain: str, subject: str, at: datetime) -> dict[str, int]:
+        """Remove a subject's whole record in a domain; the audit log keeps only that it was."""
+        at_us = to_micros(at)
+        counts: dict[str, int] = {}
+        with self.transaction() as c:
+            refs: list[str] = []
+            for (eid,) in c.execute(
+                "SELECT id FROM pb_events WHERE domain = ? AND subject = ?", (domain, subject)
+            ).fetchall():
+                refs.append(f"event:{domain}/{eid}")
+            for did, rev in c.execute(
+                "SELECT id, revision FROM pb_decisions WHERE domain = ? AND subject = ?",
+                (domain, subject),
+            ).fetchall():
+                refs.append(f"decision:{domain}/{did}/{rev}")
+            appeal_ids = [
+                r[0]
+                for r in c.execute(
+                    "SELECT id FROM pb_appeals WHERE domain = ? AND subject = ?", (domain, subject)
+                )
+            ]
+            for aid in appeal_ids:
+                refs.append(f"appeal:{aid}")
+                if c.execute(
+                    "SELECT 1 FROM pb_appeal_decisions WHERE appeal_id = ?", (aid,)
+                ).fetchone():
+                    refs.append(f"appeal-decision:{aid}")
+            decision_ids = [
+                r[0]
+                for r in c.execute(
+                    "SELECT DISTINCT id FROM pb_decisions WHERE domain = ? AND subject = ?",
+                    (domain, subject),
+                )
+            ]
+            for did in decision_ids:
+                if c.execute(
+                    "SELECT 1 FROM pb_confirmations WHERE decision_id = ?", (did,)
+                ).fetchone():
+                    refs.append(f"confirmation:{did}")
+            for table, where in (
+                ("pb_entries", "domain = ? AND subject = ?"),
+                ("pb_events", "domain = ? AND subject = ?"),
+                ("pb_decisions", "domain = ? AND subject = ?"),
+                ("pb_dirty", "domain = ? AND subject = ?"),
+                ("pb_shares", "domain = ? AND subject = ?"),
+            ):
+                counts[table] = c.execute(
+                    f"DELETE FROM {table} WHERE {where}", (domain, subject)
+                ).rowcount
+            for aid in appeal_ids:
+                c.execute("DELETE FROM pb_appeal_decisions WHERE appeal_id = ?", (aid,))
+                c.execute("DELETE FROM pb_appeals WHERE id = ?", (aid,))
+            for did in decision_ids:
+                c.execute("DELETE FROM pb_confirmations WHERE decision_id = ?", (did,))
+                c.execute("DELETE FROM pb_outbox WHERE decision_id = ?", (did,))
+            counts["pb_appeals"] = len(appeal_ids)
+            audit.append(c, at_us, [("erasure", domain, ref, ERASED) for ref in refs])
+        return counts
+
+
+def _chunks(seq: list[str], n: int = 500) -> Iterator[list[str]]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
