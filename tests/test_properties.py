@@ -356,7 +356,10 @@ def expected_decisions(
 
 
 def ledger_decisions(ledger: Ledger, domain: str, subject: str) -> list[tuple[Any, str]]:
-    return sorted(ledger.decisions(domain, subject), key=lambda p: p[0].id)
+    # Cancelled decisions are the ledger's own history (what it once derived before a late
+    # report arrived), so they depend on arrival by nature; the current ones must not.
+    current = ledger.decisions(domain, subject, include_cancelled=False)
+    return sorted(current, key=lambda p: p[0].id)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,10 +13,10 @@ import hashlib
 import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from pointbook.dates import add_duration, format_local, local_date
+from pointbook.dates import Duration, add_duration, format_local, local_date
 from pointbook.engine.judge import judge
 from pointbook.engine.model import (
     Appeal,
@@ -39,6 +39,11 @@ from pointbook.rules.spec import (
 )
 
 __all__ = ["evaluate_subject"]
+
+# The fold projects at most this far past as_of ("upcoming"); far-future as-of times used to
+# materialise decisions are not limited.
+PROJECTION_LIMIT = Duration(years=100)
+HORIZON_CAP = datetime(2900, 1, 1, tzinfo=UTC)
 
 # Phases of one instant (docs/rule-packs.md, "Order of evaluation").
 EXPIRE, RESTORE, EVENT, LATE_EXIT = 0, 1, 2, 3
@@ -212,11 +217,18 @@ class _Fold:
     def run(self) -> None:
         i = 0
         n = len(self.events)
+        limit = (
+            add_duration(self.as_of, PROJECTION_LIMIT, self.tz)
+            if self.as_of < HORIZON_CAP
+            else None
+        )
         while i < n or self.queue:
             next_event = self.events[i] if i < n else None
             if self.queue and (
                 next_event is None or self.queue[0][:2] < (next_event.occurred_at, EVENT)
             ):
+                if limit is not None and self.queue[0][0] > limit:
+                    break  # what may happen over a century ahead is not worth projecting
                 at, phase, _sub, _key, _seq, payload = heapq.heappop(self.queue)
                 if not self.projecting and (
                     at > self.as_of or (at == self.as_of and phase == LATE_EXIT)
