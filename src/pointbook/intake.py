@@ -35,6 +35,7 @@ class EventIn(BaseModel):
     attributes: dict[str, Scalar | None] = Field(default_factory=dict, max_length=64)
     evidence: str | None = Field(default=None, max_length=500)
     issuer: str | None = Field(default=None, max_length=200)
+    incident: str | None = Field(default=None, max_length=128)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +98,7 @@ def _jsonl(stream: IO[bytes]) -> Iterator[RawRecord]:
             yield RawRecord(n, text, None, str(exc))
 
 
-_CSV_FIELDS = {"id", "domain", "subject", "type", "occurred_at", "evidence", "issuer"}
+_CSV_FIELDS = {"id", "domain", "subject", "type", "occurred_at", "evidence", "issuer", "incident"}
 
 
 def _csv(stream: IO[bytes]) -> Iterator[RawRecord]:

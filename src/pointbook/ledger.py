@@ -33,6 +33,7 @@ from pointbook.errors import (
     UnknownDomainError,
 )
 from pointbook.intake import RawRecord
+from pointbook.rules.categories import is_reserved_event_type
 from pointbook.rules.pack import PackVersion, load_pack_file, load_pack_text
 from pointbook.store.base import PackRow, Store
 
@@ -212,7 +213,24 @@ class Ledger(DueProcess):
                     k: _coerce_csv(val, et.attributes[k].type) if k in et.attributes else val
                     for k, val in attributes.items()
                 }
-        event = Event(e.id, e.domain, e.subject, e.type, occurred, attributes, e.evidence, e.issuer)
+        if is_reserved_event_type(e.type):
+            raise EventError(
+                f"event type {e.type!r} is the exercise of a right: it is never an input to a rule "
+                "(principle 9)",
+                code="event/reserved-type",
+            )
+        event = Event(
+            e.id,
+            e.domain,
+            e.subject,
+            e.type,
+            occurred,
+            attributes,
+            e.evidence,
+            e.issuer,
+            incident=e.incident,
+            reported_at=self.now(),
+        )
         version = validate_event(event, versions)
         return event, judge(event, version)
 

@@ -443,6 +443,41 @@ def check_reserved_event_types(doc: PackDocument, spec: PackSpec) -> list[Findin
     return out
 
 
+def check_proportionality(doc: PackDocument, spec: PackSpec) -> list[Finding]:
+    """R14: with `max_points_per_event`, no rule may give more points than that for one event
+    (for points taken from an attribute, the attribute's declared maximum must respect it)."""
+    cap = spec.max_points_per_event
+    if cap is None:
+        return []
+    out = []
+    for i, rule in enumerate(spec.rules):
+        if isinstance(rule.points, int):
+            worst: float | None = abs(rule.points)
+        else:
+            et = spec.event_types.get(rule.event)
+            attr = et.attributes.get(rule.points.attribute) if et else None
+            bounds = (
+                [] if attr is None else [b for b in (attr.minimum, attr.maximum) if b is not None]
+            )
+            worst = (
+                None if len(bounds) < 2 else max(abs(b) for b in bounds) * abs(rule.points.scale)
+            )
+        if worst is None or worst > cap:
+            shown = "an unbounded number of" if worst is None else f"{worst:g}"
+            out.append(
+                Finding(
+                    doc.file,
+                    doc.line_of(("rules", i, "points")),
+                    "pack/over-cap",
+                    "error",
+                    f"rule {rule.id!r} can give {shown} points for one event, over the pack's "
+                    f"max_points_per_event of {cap} (R14, proportionality): lower the points or "
+                    "bound the attribute with minimum and maximum",
+                )
+            )
+    return out
+
+
 Guardrail = Callable[[PackDocument, PackSpec], list[Finding]]
 
 # Checks on a validated version (lint.CHECKS runs them) and on the raw document (run before
@@ -453,5 +488,6 @@ GUARDRAILS: list[Guardrail] = [
     check_outside_references,
     check_endless_deductions,
     check_reserved_event_types,
+    check_proportionality,
 ]
 RAW_GUARDRAILS: list[Callable[[PackDocument], list[Finding]]] = [check_cross_domain]
