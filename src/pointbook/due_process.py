@@ -13,7 +13,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pointbook.dates import Duration, add_duration
+from pydantic import ValidationError
+
+from pointbook.dates import Duration, add_duration, parse_instant
 from pointbook.engine import Appeal, Decision
 from pointbook.errors import PointbookError
 from pointbook.store.audit import VerifyResult
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
     from pointbook.rules.pack import PackVersion
     from pointbook.store.base import DecisionRow, Store
 
-__all__ = ["DueProcess", "ProcessError"]
+__all__ = ["DueProcess", "ProcessError", "RecordImport"]
 
 MAX_REASON = 2000
 
@@ -294,6 +296,84 @@ class DueProcess:
         return found
 
 
+class RecordImport(DueProcess):
+    """Loading a subject's exported record into an empty store (R16: export round-trips)."""
+
+    def publish(self, versions: Sequence[PackVersion]) -> Any:
+        raise NotImplementedError
+
+    def to_event(self, record: Any) -> Any:
+        raise NotImplementedError
+
+    def import_record(self, record: dict[str, Any]) -> int:
+        """Publish the record's pack versions, then write its events with their original
+        reporting times and its appeals with their original times. Returns the events written."""
+        from pointbook.export_schema import ExportRecord
+        from pointbook.intake import EventIn, RawRecord
+        from pointbook.rules.pack import load_pack_text
+
+        try:
+            data = ExportRecord.model_validate(record)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ProcessError(f"not a pointbook export: {where}: {first['msg']}") from exc
+        domain, subject = data.domain, data.subject
+        if self.store.has_events(domain):
+            raise ProcessError(f"import needs a store where {domain} has no events yet")
+        versions = [
+            v
+            for pv in data.pack_versions
+            for v in load_pack_text(pv.text, f"{domain}@{pv.version}")
+        ]
+        self.publish(versions)
+        tz = versions[0].tz
+        written = 0
+        for n, ev in enumerate(data.events, start=1):
+            if ev.details_erased:
+                raise ProcessError(
+                    f"event {ev.id} had its details erased after retention: an erased record "
+                    "cannot be imported"
+                )
+            body = {
+                "id": ev.id,
+                "domain": domain,
+                "subject": subject,
+                "type": ev.type,
+                "occurred_at": ev.occurred_at,
+                "attributes": ev.attributes,
+                "evidence": ev.evidence,
+                "issuer": ev.issuer,
+                "incident": ev.incident,
+            }
+            event, entries = self.to_event(RawRecord(n, "", EventIn.model_validate(body), None))
+            reported = parse_instant(ev.reported_at, tz) if ev.reported_at else self.now()
+            self.store.write_batch([(event, event.content_hash())], entries, reported)
+            written += 1
+        for ap in data.appeals:
+            appeal = Appeal(
+                id=ap.id,
+                domain=domain,
+                subject=subject,
+                reason=ap.reason,
+                filed_at=parse_instant(ap.filed_at, tz),
+                event_id=ap.event_id,
+                rule_id=ap.rule_id,
+                decision_id=ap.decision_id,
+            )
+            self.store.insert_appeal(appeal)
+            if ap.status != "open" and ap.decided_at and ap.reviewer:
+                self.store.insert_appeal_decision(
+                    appeal,
+                    ap.status,
+                    ap.reviewer,
+                    ap.decision_reason or "",
+                    parse_instant(ap.decided_at, tz),
+                )
+        self.refresh_decisions(domain)
+        return written
+
+
 def _code_hash(code: str) -> str:
     return hashlib.sha256(code.strip().encode()).hexdigest()
 
@@ -312,4 +392,3 @@ def status_inputs(store: Store, domain: str) -> tuple[Any, ...]:
 
 
 __all__ += ["status_inputs"]
-_ = Sequence

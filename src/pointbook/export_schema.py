@@ -84,6 +84,7 @@ class EventOut(_Strict):
     evidence: str | None
     issuer: str | None
     incident: str | None
+    reported_at: str | None
     details_erased: bool
 
 

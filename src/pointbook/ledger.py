@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pointbook.dates import parse_instant
-from pointbook.due_process import DueProcess
+from pointbook.due_process import RecordImport
 from pointbook.engine import (
     Decision,
     Entry,
@@ -95,7 +95,7 @@ def _coerce_csv(value: Any, kind: str) -> Any:
     return value
 
 
-class Ledger(DueProcess):
+class Ledger(RecordImport):
     def __init__(self, store: Store, now: Callable[[], datetime] | None = None) -> None:
         self.store = store
         self.now = now or (lambda: datetime.now(UTC))

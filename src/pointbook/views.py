@@ -164,6 +164,7 @@ def export_record(
             "evidence": e.evidence,
             "issuer": e.issuer,
             "incident": e.incident,
+            "reported_at": _t(e.reported_at, tz),
             "details_erased": e.judged is not None,
         }
         for e in sorted(events, key=Event.sort_key)

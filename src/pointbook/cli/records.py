@@ -368,7 +368,27 @@ def export(
         err_console.print(f"wrote {output}")
 
 
+def import_(
+    file: Annotated[Path, typer.Argument(help="A file written by `pointbook export`.")],
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Load an exported record into a store where its domain has no events yet."""
+    try:
+        record = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(f"{file}: cannot read an export: {exc}") from exc
+    ledger = open_ledger(db)
+    try:
+        n = ledger.import_record(record)
+    finally:
+        ledger.close()
+    console.print(
+        f"imported {n:,} event(s) of {e(record.get('subject'))} in {e(record.get('domain'))}"
+    )
+
+
 def register(app: typer.Typer) -> None:
+    app.command("import")(import_)
     app.command("ingest")(ingest)
     app.command("balance")(balance)
     app.command("explain")(explain)
