@@ -58,3 +58,12 @@ def test_readme_quick_start_is_two_commands() -> None:
     block = section.split("```console", 1)[1].split("```", 1)[0]
     commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
     assert commands == ["make demo", "make test"]
+
+
+def test_the_published_export_schema_is_the_one_the_code_validates_with() -> None:
+    import json
+
+    from pointbook.export_schema import export_json_schema
+
+    published = json.loads((ROOT / "docs" / "export.schema.json").read_text(encoding="utf-8"))
+    assert published == export_json_schema(), "regenerate with `pointbook export --schema`"
