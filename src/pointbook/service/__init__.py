@@ -1,0 +1,1 @@
+"""The HTTP service: the ledger over HTTP with per-domain roles (and, later, the portal)."""
