@@ -416,6 +416,9 @@ def create_app(
                 422, "Invalid request", f"the body is not UTF-8 (byte {exc.start})"
             ) from exc
 
+    from pointbook.service.portal import mount_portal
+
+    mount_portal(app, ledger, token_lookup, clock, locked)
     return app
 
 
