@@ -371,6 +371,16 @@ class RecordImport(DueProcess):
                     parse_instant(ap.decided_at, tz),
                 )
         self.refresh_decisions(domain)
+        for dec in data.decisions:
+            if dec.confirmed_at and dec.confirmed_by:
+                self.store.insert_confirmation(
+                    domain,
+                    subject,
+                    dec.id,
+                    dec.confirmed_by,
+                    "confirmed before the record was exported",
+                    parse_instant(dec.confirmed_at, tz),
+                )
         return written
 
 

@@ -32,6 +32,8 @@ class DecisionOut(_Strict):
     attributes: dict[str, Any]
     trigger: str
     pack_version: str
+    confirmed_at: str | None = None
+    confirmed_by: str | None = None
 
 
 class LineOut(_Strict):

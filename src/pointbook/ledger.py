@@ -138,6 +138,8 @@ class Ledger(RecordImport):
         effect before the moment it is published; versions are published in date order."""
         results = []
         for v in versions:
+            # A version reaches the store only through the linter, however it was built.
+            load_pack_text(v.text, f"{v.domain}@{v.version}")
             existing = {r.version: r for r in self.store.pack_rows(v.domain)}
             if v.version in existing:
                 row = existing[v.version]
@@ -459,7 +461,11 @@ class Ledger(RecordImport):
         state = self.state(domain, subject, now)
         decisions = self.decisions(domain, subject, now)
         appeals = self.store.appeals(domain, [subject]).get(subject, [])
-        return export_record(versions, events, entries, state, now, decisions, appeals)
+        mine = {d.id for d, _ in decisions}
+        confirmations = {k: v for k, v in self.store.confirmations(domain).items() if k in mine}
+        return export_record(
+            versions, events, entries, state, now, decisions, appeals, confirmations
+        )
 
 
 def _conflict(event_id: str, where: str) -> str:

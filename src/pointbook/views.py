@@ -51,8 +51,14 @@ def scheme_view(version: PackVersion) -> dict[str, Any]:
     return {"kind": "window", "length": s.length.describe(), "boundary": s.boundary}
 
 
-def decision_view(d: Decision, status: str, tz: ZoneInfo) -> dict[str, Any]:
+def decision_view(
+    d: Decision, status: str, tz: ZoneInfo, confirmed: tuple[datetime, str] | None = None
+) -> dict[str, Any]:
+    extra = {}
+    if confirmed is not None:
+        extra = {"confirmed_at": _t(confirmed[0], tz), "confirmed_by": confirmed[1]}
     return {
+        **extra,
         "id": d.id,
         "subject": d.subject,
         "kind": d.kind,
@@ -141,9 +147,14 @@ def export_record(
     now: datetime,
     decisions: Sequence[tuple[Decision, str]] | None = None,
     appeals: Sequence[Appeal] = (),
+    confirmations: dict[str, tuple[datetime, str]] | None = None,
 ) -> dict[str, Any]:
     tz = versions[0].tz
     out = explain_view(state, versions, decisions)
+    confirmed = confirmations or {}
+    out["decisions"] = [
+        decision_view(d, status, tz, confirmed.get(d.id)) for d, status in (decisions or [])
+    ] or out["decisions"]
     out["appeals"] = [appeal_view(a, tz) for a in appeals]
     out["exported_at"] = format_local(now, tz)
     out["pack_versions"] = [

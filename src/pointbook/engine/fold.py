@@ -139,6 +139,7 @@ class _Fold:
         self.figure_at_as_of: int | None = None
         self.started = False
         self.checked_version: PackVersion | None = None
+        self.current: datetime | None = None  # the instant being folded
         self.pending_reset: ThresholdSpec | None = None
         self._thresholds: dict[int, list[tuple[ThresholdSpec, list[LevelSpec], int, int]]] = {}
         self._levels: dict[int, tuple[list[LevelSpec], int, int]] = {}
@@ -148,11 +149,16 @@ class _Fold:
         self.suspended_at_as_of: set[int] = set()
         self.entry_appeals: dict[str, list[Appeal]] = {}
         for ap in sorted(appeals, key=lambda a: (a.filed_at, a.id)):
-            if ap.event_id is not None and ap.state(as_of) != "not-filed":
+            # An upheld appeal corrects the record at every date; others count from filing.
+            if ap.event_id is not None and (
+                ap.outcome == "upheld" or ap.state(as_of) != "not-filed"
+            ):
                 self.entry_appeals.setdefault(ap.event_id, []).append(ap)
 
     # -- scheduling ----------------------------------------------------------------------
     def schedule(self, at: datetime, phase: int, sub: int, key: str, payload: Any) -> None:
+        if self.current is not None and at < self.current:
+            at = self.current  # a clock started in the past runs out now, never earlier
         self.seq += 1
         heapq.heappush(self.queue, (at, phase, sub, key, self.seq, payload))
 
@@ -230,6 +236,7 @@ class _Fold:
                 if limit is not None and self.queue[0][0] > limit:
                     break  # what may happen over a century ahead is not worth projecting
                 at, phase, _sub, _key, _seq, payload = heapq.heappop(self.queue)
+                self.current = at
                 if not self.projecting and (
                     at > self.as_of or (at == self.as_of and phase == LATE_EXIT)
                 ):
@@ -239,6 +246,7 @@ class _Fold:
                 self.effect(at, payload)
             else:
                 assert next_event is not None
+                self.current = next_event.occurred_at
                 self.event(next_event)
                 i += 1
 
@@ -365,7 +373,8 @@ class _Fold:
             None,
         )
         state = appeal.state(self.as_of) if appeal else None
-        if appeal is not None and state == "upheld":
+        if appeal is not None and appeal.outcome == "upheld":
+            # An upheld appeal corrects the record: the entry never counted, at any date.
             assert appeal.decided_at is not None
             self.line(
                 entry.occurred_at,
@@ -386,6 +395,7 @@ class _Fold:
         self.items.append(item)
         final: datetime | None = self.final_at(event, version)
         assert final is not None
+        clocks_from = final  # a dismissed appeal must not leave the person worse off (R2)
         if appeal is not None and appeal.filed_at <= final:
             # Contested before it became final: it counts only if and when the appeal fails.
             if state == "dismissed" and appeal.decided_at is not None:
@@ -409,7 +419,9 @@ class _Fold:
                 entry.pack_version,
             )
             if final is not None:
-                self.schedule(final, RESTORE, 5, entry.event_id, ("apply", item, version))
+                self.schedule(
+                    final, RESTORE, 5, entry.event_id, ("apply", item, version, clocks_from)
+                )
         else:
             self.apply_entry(item, version, entry.occurred_at)
         if appeal is not None:
@@ -423,7 +435,9 @@ class _Fold:
             (r for r in version.restorations if r.kind == "course" and r.event == event_type), None
         )
 
-    def apply_entry(self, item: _Item, version: PackVersion, at: datetime) -> None:
+    def apply_entry(
+        self, item: _Item, version: PackVersion, at: datetime, clocks_from: datetime | None = None
+    ) -> None:
         st = self.state
         entry = item.entry
         item.applied_at = at
@@ -470,7 +484,7 @@ class _Fold:
             if entry.counts_until is not None:
                 self.schedule(entry.counts_until, EXPIRE, 0, entry.event_id, ("expire", item))
             if nominal < 0:
-                self.on_loss(item, version, at)
+                self.on_loss(item, version, at, clocks_from or at)
         self.line(
             at,
             "entry",
@@ -483,10 +497,15 @@ class _Fold:
         )
         self.check_thresholds(at, f"event {entry.event_id}", before)
 
-    def on_loss(self, item: _Item, version: PackVersion, at: datetime) -> None:
+    def on_loss(
+        self, item: _Item, version: PackVersion, now: datetime, clocks_from: datetime
+    ) -> None:
+        """A loss starts the restoration clocks (from ``clocks_from``; what would already have
+        come back by ``now`` comes back now)."""
         st = self.state
         st.loss_seq += 1
         seq = st.loss_seq
+        at = clocks_from
         if any(t in item.entry.tags for r in version.restorations for t in r.longer_if_tags):
             st.longer = True
         for rest in version.restorations:
@@ -527,9 +546,9 @@ class _Fold:
         st = self.state
         before = st.figure
         if kind == "apply":
-            _, item, version = payload
+            _, item, version, clocks_from = payload
             if not self.terminal_blocks_apply():
-                self.apply_entry(item, version, at)
+                self.apply_entry(item, version, at, clocks_from)
             return
         if kind == "suspend":
             _, item, appeal = payload

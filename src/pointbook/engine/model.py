@@ -162,8 +162,8 @@ class Decision:
         it or it ended before taking force."""
         if appeal is not None:
             state = appeal.state(as_of)
-            if state == "upheld":
-                return "cancelled"
+            if appeal.outcome == "upheld":
+                return "cancelled"  # the correction holds for every date
             if state == "open":
                 return "pending"
         if self.ends_at is not None and self.ends_at <= as_of:

@@ -313,9 +313,44 @@ def _conditions(spec: PackSpec) -> Iterator[tuple[ConditionSpec, PathKey]]:
             yield rule.when, ("rules", i, "when")
 
 
+# Attribute names that would smuggle another person or a ledger figure into an event (R6).
+OUTSIDE_ATTRIBUTES = frozenset(
+    {
+        "subject",
+        "subject_id",
+        "other_subject",
+        "person",
+        "person_id",
+        "user",
+        "user_id",
+        "citizen",
+        "citizen_id",
+        "balance",
+        "score",
+        "rating",
+        "credit_score",
+    }
+)
+
+
 def check_outside_references(doc: PackDocument, spec: PackSpec) -> list[Finding]:
-    """Principle 3: a condition's `field` is one attribute name, never a path or a lookup."""
+    """Principle 3: a condition's `field` is one attribute name, never a path or a lookup, and
+    no attribute may carry another person's identity or a ledger figure (R6)."""
     out = []
+    for type_name, et in spec.event_types.items():
+        for attr_name in et.attributes:
+            if attr_name.lower() in OUTSIDE_ATTRIBUTES:
+                out.append(
+                    _err(
+                        doc,
+                        ("event_types", type_name, "attributes", attr_name),
+                        "pack/outside-reference",
+                        f"event type {type_name!r} declares attribute {attr_name!r}: an event "
+                        "describes the person's own conduct; it cannot carry a person's identity "
+                        "(the event's subject is not an attribute) or anyone's balance or score "
+                        "(principle 3). Remove the attribute",
+                    )
+                )
     for cond, base in _conditions(spec):
         for node, path in _comparisons(cond, base):
             if node.field is None or is_identifier(node.field):
