@@ -1,12 +1,14 @@
-"""The ledger over the SQLite store: publication rules, idempotent atomic ingest, decisions."""
+"""The ledger over each store backend: publication rules, idempotent atomic ingest, decisions."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from helpers import pack
@@ -14,7 +16,7 @@ from pointbook.engine import judge, validate_event
 from pointbook.errors import ConflictError, PublishError, StoreError, UnknownDomainError
 from pointbook.intake import EventIn, RawRecord
 from pointbook.ledger import Ledger
-from pointbook.store import SQLiteStore, open_store
+from pointbook.store import PostgresStore, SQLiteStore, Store, open_store
 
 BODY = """
 scheme: {kind: balance, start: 100, floor: 0, ceiling: 100}
@@ -43,8 +45,8 @@ def record(n: int, id: str, at: str, subject: str = "s1", **extra: Any) -> RawRe
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
-    led = Ledger(SQLiteStore(tmp_path / "t.db"), now=lambda: NOW)
+def ledger(store_factory: Callable[[], Store]) -> Ledger:
+    led = Ledger(store_factory(), now=lambda: NOW)
     led.publish(pack(BODY))
     return led
 
@@ -104,17 +106,33 @@ def test_events_before_the_first_version_or_in_the_future_are_rejected(ledger: L
 
 def test_a_batch_that_fails_to_write_leaves_nothing_behind(ledger: Ledger) -> None:
     store = ledger.store
-    assert isinstance(store, SQLiteStore)
     ledger.ingest([record(1, "e1", "2024-01-10")])
     # A trigger makes the entries insert fail after the events insert ran in the same batch.
-    store.conn.execute(
-        "CREATE TRIGGER boom BEFORE INSERT ON pb_entries WHEN NEW.event_id = 'e3' "
-        "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
-    )
-    with pytest.raises(sqlite3.DatabaseError):
+    failure = _fail_entries_of(store, "e3")
+    with pytest.raises(failure):
         ledger.ingest([record(1, "e2", "2024-02-10"), record(2, "e3", "2024-03-10")])
     assert store.event_hashes("town", ["e1", "e2", "e3"]).keys() == {"e1"}
     assert len(store.subject_entries("town", "s1")) == 1
+
+
+def _fail_entries_of(store: Store, event_id: str) -> type[Exception]:
+    """Install a trigger refusing the entries of ``event_id``; the error the write then raises."""
+    if isinstance(store, SQLiteStore):
+        store.conn.execute(
+            f"CREATE TRIGGER boom BEFORE INSERT ON pb_entries WHEN NEW.event_id = '{event_id}' "
+            "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+        )
+        return sqlite3.DatabaseError
+    assert isinstance(store, PostgresStore)
+    store.conn.execute(
+        "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"IF NEW.event_id = '{event_id}' THEN RAISE EXCEPTION 'disk on fire'; END IF; "
+        "RETURN NEW; END $$"
+    )
+    store.conn.execute(
+        "CREATE TRIGGER boom BEFORE INSERT ON pb_entries FOR EACH ROW EXECUTE FUNCTION boom()"
+    )
+    return psycopg.DatabaseError
 
 
 def test_stored_entries_are_what_the_engine_judges(ledger: Ledger) -> None:
@@ -127,9 +145,9 @@ def test_stored_entries_are_what_the_engine_judges(ledger: Ledger) -> None:
 
 
 def test_decisions_are_materialised_and_withdrawn_when_a_late_event_changes_history(
-    tmp_path: Path,
+    store_factory: Callable[[], Store],
 ) -> None:
-    led = Ledger(SQLiteStore(tmp_path / "w.db"), now=lambda: NOW)
+    led = Ledger(store_factory(), now=lambda: NOW)
     led.publish(pack(BODY))
     led.ingest([record(1, "e1", "2024-01-10"), record(2, "e2", "2024-03-10")])
     (before,) = led.decisions("town", "s1")
@@ -195,13 +213,14 @@ def test_open_store_refuses_what_it_cannot_open(tmp_path: Path) -> None:
     bad.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match="cannot open"):
         open_store(str(bad))
+    # Nothing listens on port 1: the error names PostgreSQL and says how to fix the URL.
     with pytest.raises(StoreError, match="PostgreSQL"):
-        open_store("postgresql://localhost/test")
+        open_store("postgresql://127.0.0.1:1/test")
 
 
 @pytest.mark.parametrize("zeta_first", [True, False])
 def test_decisions_of_one_step_are_listed_in_the_order_of_the_thresholds(
-    tmp_path: Path, zeta_first: bool
+    store_factory: Callable[[], Store], zeta_first: bool
 ) -> None:
     zeta = (
         "  - {id: zeta, kind: warning, title: Warning, basis: Policy, direction: below,"
@@ -209,7 +228,7 @@ def test_decisions_of_one_step_are_listed_in_the_order_of_the_thresholds(
     )
     rules, thresholds = BODY.split("thresholds:\n")
     body = rules + "thresholds:\n" + (zeta + thresholds if zeta_first else thresholds + zeta)
-    led = Ledger(SQLiteStore(tmp_path / "o.db"), now=lambda: NOW)
+    led = Ledger(store_factory(), now=lambda: NOW)
     led.publish(pack(body))
     # 100 -> 70 -> 40: the second step passes 60 (zeta) and 50 (hearing) at once.
     led.ingest([record(1, "e1", "2024-01-10"), record(2, "e2", "2024-02-10")])

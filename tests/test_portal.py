@@ -66,7 +66,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ]
     ledger.ingest(
         [
-            RawRecord(i, "", EventIn.model_validate({**b, "domain": "civic-code", "subject": "resident-7"}), None)
+            RawRecord(
+                i,
+                "",
+                EventIn.model_validate({**b, "domain": "civic-code", "subject": "resident-7"}),
+                None,
+            )
             for i, b in enumerate(bodies, start=1)
         ]
     )
@@ -149,7 +154,9 @@ def test_contest_then_uphold_restores_the_points(browser: Any, server: str) -> N
     # Contest the graffiti entry (-50).
     entry = subject.locator("ol.timeline li", has_text="Graffiti")
     entry.locator("summary").click()
-    entry.get_by_label("Why is it wrong?").fill("I was abroad that week; the photo shows someone else.")
+    entry.get_by_label("Why is it wrong?").fill(
+        "I was abroad that week; the photo shows someone else."
+    )
     entry.get_by_role("button", name="Contest").click()
     assert "appeal was filed" in subject.content()
     # While the appeal is open the contested entry does not count: 945 + 50 = 995.

@@ -2,12 +2,14 @@
 
 Each scenario in tests/scenarios/*.yaml cites its public source (`source`) and shows the hand
 computation (`why`); the expected values come from there, never from running pointbook. Each
-scenario is checked twice: through the pure engine, and through the SQLite ledger with the
-events ingested in reverse order (late reports must not change any figure).
+scenario is checked through the pure engine, and through the ledger on each store backend
+(SQLite and PostgreSQL) with the events ingested in reverse order (late reports must not change
+any figure).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from pointbook.errors import EventError
 from pointbook.intake import EventIn, RawRecord
 from pointbook.ledger import Ledger
 from pointbook.rules.pack import PackVersion, load_pack_file
-from pointbook.store import SQLiteStore
+from pointbook.store import Store
 
 ROOT = Path(__file__).parent.parent
 FILES = sorted((Path(__file__).parent / "scenarios").glob("*.yaml"))
@@ -127,10 +129,12 @@ def test_engine(pack: str, scenario: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("pack", "scenario"), CASES)
-def test_ledger_in_reverse_arrival_order(pack: str, scenario: dict[str, Any]) -> None:
+def test_ledger_in_reverse_arrival_order(
+    pack: str, scenario: dict[str, Any], store_factory: Callable[[], Store]
+) -> None:
     v = versions_of(pack)
     tz = v[0].tz
-    ledger = Ledger(SQLiteStore(":memory:"), now=lambda: LEDGER_NOW)
+    ledger = Ledger(store_factory(), now=lambda: LEDGER_NOW)
     ledger.publish(v)
     records = []
     for n, raw in enumerate(reversed(scenario["events"]), start=1):

@@ -8,7 +8,6 @@ transaction as the events that dirtied them.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -20,8 +19,9 @@ from typing import Any, TypeVar
 from pointbook.dates import from_micros, to_micros
 from pointbook.engine.model import Decision, Entry, Event
 from pointbook.errors import StoreError
+from pointbook.store import rows
 from pointbook.store import sqlite_audit as audit
-from pointbook.store.audit import VerifyResult, commit, new_salt
+from pointbook.store.audit import VerifyResult, commit
 from pointbook.store.base import DecisionRow, PackRow
 from pointbook.store.schema import MIGRATIONS
 from pointbook.store.sqlite_process import ProcessTables
@@ -160,55 +160,9 @@ class SQLiteStore(ProcessTables):
         self, events: Sequence[tuple[Event, str]], entries: Sequence[Entry], received_at: datetime
     ) -> None:
         rec = to_micros(received_at)
-        event_rows = [
-            (
-                e.domain,
-                e.id,
-                e.subject,
-                e.type,
-                to_micros(e.occurred_at),
-                json.dumps(dict(e.attributes), sort_keys=True),
-                e.evidence,
-                e.issuer,
-                h,
-                rec,
-                e.incident,
-                new_salt(),
-                None,
-            )
-            for e, h in events
-        ]
-        entry_rows = [
-            (
-                n.domain,
-                n.event_id,
-                n.rule_id,
-                n.subject,
-                n.pack_version,
-                n.pack_hash,
-                n.delta,
-                to_micros(n.occurred_at),
-                None if n.counts_until is None else to_micros(n.counts_until),
-                n.title,
-                n.evidence,
-                json.dumps(sorted(n.tags)),
-                int(n.daily_cap),
-                rec,
-            )
-            for n in entries
-        ]
-        by_event: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
-        for r in entry_rows:
-            by_event.setdefault((r[0], r[1]), []).append(r[2:])
-        records = [
-            (
-                "event",
-                r[0],
-                f"event:{r[0]}/{r[1]}",
-                audit.event_commitment(r, by_event.get((r[0], r[1]), [])),
-            )
-            for r in event_rows
-        ]
+        event_rows = rows.event_rows(events, rec)
+        entry_rows = rows.entry_rows(entries, rec)
+        records = rows.event_records(event_rows, entry_rows)
         with self.transaction() as c:
             c.executemany(f"INSERT INTO pb_events VALUES ({', '.join('?' * 13)})", event_rows)
             c.executemany(f"INSERT INTO pb_entries VALUES ({', '.join('?' * 14)})", entry_rows)
@@ -223,73 +177,41 @@ class SQLiteStore(ProcessTables):
         for chunk in _chunks(list(subjects)):
             marks = ",".join("?" * len(chunk))
             for r in self._query(
-                "SELECT id, subject, type, occurred_us, attributes, evidence, issuer, incident,"
-                " received_us, erased_us FROM pb_events "
-                f"WHERE domain = ? AND subject IN ({marks}) ORDER BY subject, occurred_us, id",
+                rows.EVENT_SELECT
+                + f"WHERE domain = ? AND subject IN ({marks}) ORDER BY subject, occurred_us, id",
                 (domain, *chunk),
             ):
-                out[r[1]].append(
-                    Event(
-                        id=r[0],
-                        domain=domain,
-                        subject=r[1],
-                        type=r[2],
-                        occurred_at=from_micros(r[3]),
-                        attributes=json.loads(r[4]),
-                        evidence=r[5],
-                        issuer=r[6],
-                        incident=r[7],
-                        reported_at=from_micros(r[8]),
-                        judged=None if r[9] is None else self._judged(domain, r[0]),
-                    )
-                )
+                judged = None if r[9] is None else self._judged(domain, r[0])
+                out[r[1]].append(rows.event_from_row(domain, r, judged))
         return out
 
     def _judged(self, domain: str, event_id: str) -> tuple[Entry, ...]:
         """The entries of an event whose details were erased (the fold uses them as judged)."""
-        rows = self._query(
+        found = self._query(
             "SELECT subject FROM pb_entries WHERE domain = ? AND event_id = ? LIMIT 1",
             (domain, event_id),
         )
-        if not rows:
+        if not found:
             return ()
-        return tuple(n for n in self.subject_entries(domain, rows[0][0]) if n.event_id == event_id)
+        return tuple(n for n in self.subject_entries(domain, found[0][0]) if n.event_id == event_id)
 
     def subject_entries(self, domain: str, subject: str) -> list[Entry]:
-        rows = self._query(
-            "SELECT event_id, rule_id, pack_version, pack_hash, delta, occurred_us, counts_until_us,"
-            " title, evidence, tags, daily_cap FROM pb_entries WHERE domain = ? AND subject = ?"
+        found = self._query(
+            rows.ENTRY_SELECT + "WHERE domain = ? AND subject = ?"
             " ORDER BY occurred_us, event_id, rule_id",
             (domain, subject),
         )
-        return [
-            Entry(
-                event_id=r[0],
-                domain=domain,
-                subject=subject,
-                rule_id=r[1],
-                pack_version=r[2],
-                pack_hash=r[3],
-                delta=r[4],
-                occurred_at=from_micros(r[5]),
-                counts_until=None if r[6] is None else from_micros(r[6]),
-                title=r[7],
-                evidence=r[8],
-                tags=frozenset(json.loads(r[9])),
-                daily_cap=bool(r[10]),
-            )
-            for r in rows
-        ]
+        return [rows.entry_from_row(domain, subject, r) for r in found]
 
     # -- decisions -------------------------------------------------------------------------
     def dirty_subjects(self, domain: str | None, limit: int) -> list[tuple[str, str]]:
         if domain is None:
-            rows = self._query("SELECT domain, subject FROM pb_dirty LIMIT ?", (limit,))
+            found = self._query("SELECT domain, subject FROM pb_dirty LIMIT ?", (limit,))
         else:
-            rows = self._query(
+            found = self._query(
                 "SELECT domain, subject FROM pb_dirty WHERE domain = ? LIMIT ?", (domain, limit)
             )
-        return [(r[0], r[1]) for r in rows]
+        return [(r[0], r[1]) for r in found]
 
     def current_decisions(
         self, domain: str, subjects: Sequence[str] | None = None
@@ -299,16 +221,16 @@ class SQLiteStore(ProcessTables):
             " WHERE domain = ?{filt} GROUP BY id) m ON d.id = m.id AND d.revision = m.rev"
             " WHERE d.domain = ? ORDER BY d.subject, d.triggered_us, d.ordinal"
         )
-        rows: list[tuple[Any, ...]] = []
+        found: list[tuple[Any, ...]] = []
         if subjects is None:
-            rows = self._query(base.format(filt=""), (domain, domain))
+            found = self._query(base.format(filt=""), (domain, domain))
         else:
             for chunk in _chunks(list(subjects)):
                 marks = ",".join("?" * len(chunk))
-                rows += self._query(
+                found += self._query(
                     base.format(filt=f" AND subject IN ({marks})"), (domain, *chunk, domain)
                 )
-        return [_decision_row(r) for r in rows]
+        return [rows.decision_from_row(r) for r in found]
 
     def write_decisions(
         self,
@@ -320,54 +242,10 @@ class SQLiteStore(ProcessTables):
         """Append decision revisions, queue each once in the outbox, and clear the work list:
         one transaction, so a change is never recorded without being queued (or twice)."""
         rec = to_micros(recorded_at)
-        rows = [
-            (
-                d.domain,
-                d.id,
-                rev,
-                d.subject,
-                d.threshold_id,
-                d.kind,
-                d.title,
-                d.level,
-                d.figure,
-                to_micros(d.triggered_at),
-                d.ordinal,
-                to_micros(d.effective_at),
-                None if d.ends_at is None else to_micros(d.ends_at),
-                json.dumps(dict(d.attributes), sort_keys=True),
-                d.trigger,
-                d.pack_version,
-                int(withdrawn),
-                rec,
-                int(d.requires_review),
-                reason,
-            )
-            for d, rev, withdrawn, reason in revisions
-        ]
-        outbox = [
-            (
-                domain,
-                f"{r[1]}:{r[2]}",
-                r[1],
-                json.dumps(
-                    {
-                        "domain": domain,
-                        "decision_id": r[1],
-                        "revision": r[2],
-                        "subject": r[3],
-                        "kind": r[5],
-                        "change": "cancelled" if r[16] else ("new" if r[2] == 1 else "revised"),
-                        "reason": r[19],
-                    },
-                    sort_keys=True,
-                ),
-                rec,
-            )
-            for r in rows
-        ]
+        decision_rows = rows.decision_rows(revisions, rec)
+        outbox = rows.outbox_rows(domain, decision_rows, rec)
         with self.transaction() as c:
-            c.executemany(f"INSERT INTO pb_decisions VALUES ({', '.join('?' * 20)})", rows)
+            c.executemany(f"INSERT INTO pb_decisions VALUES ({', '.join('?' * 20)})", decision_rows)
             c.executemany(
                 "INSERT INTO pb_outbox (domain, key, decision_id, payload, created_us) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -377,38 +255,4 @@ class SQLiteStore(ProcessTables):
                 "DELETE FROM pb_dirty WHERE domain = ? AND subject = ?",
                 [(domain, s) for s in subjects],
             )
-            audit.append(
-                c,
-                rec,
-                [
-                    (
-                        "decision",
-                        domain,
-                        f"decision:{domain}/{r[1]}/{r[2]}",
-                        commit(["decision", list(r)]),
-                    )
-                    for r in rows
-                ],
-            )
-
-
-def _decision_row(r: tuple[Any, ...]) -> DecisionRow:
-    d = Decision(
-        id=r[1],
-        domain=r[0],
-        subject=r[3],
-        threshold_id=r[4],
-        kind=r[5],
-        title=r[6],
-        level=r[7],
-        figure=r[8],
-        triggered_at=from_micros(r[9]),
-        ordinal=r[10],
-        effective_at=from_micros(r[11]),
-        ends_at=None if r[12] is None else from_micros(r[12]),
-        attributes=json.loads(r[13]),
-        trigger=r[14],
-        pack_version=r[15],
-        requires_review=bool(r[18]),
-    )
-    return DecisionRow(d, r[2], bool(r[16]), from_micros(r[17]), r[19])
+            audit.append(c, rec, rows.decision_records(domain, decision_rows))

@@ -13,6 +13,7 @@ from typing import Any
 
 from pointbook.dates import from_micros, to_micros
 from pointbook.engine.model import Appeal
+from pointbook.store import rows
 from pointbook.store import sqlite_audit as audit
 from pointbook.store.audit import ERASED, commit, new_salt
 
@@ -68,30 +69,10 @@ class ProcessTables:
             )
 
     def _appeal_rows(self, where: str, params: Sequence[Any]) -> list[Appeal]:
-        rows = self.conn.execute(
-            "SELECT a.id, a.domain, a.subject, a.event_id, a.rule_id, a.decision_id, a.reason,"
-            " a.filed_us, d.outcome, d.reviewer, d.reason, d.decided_us FROM pb_appeals a"
-            " LEFT JOIN pb_appeal_decisions d ON d.appeal_id = a.id"
-            f" WHERE {where} ORDER BY a.filed_us, a.id",
-            params,
+        found = self.conn.execute(
+            f"{rows.APPEAL_SELECT} WHERE {where} ORDER BY a.filed_us, a.id", params
         ).fetchall()
-        return [
-            Appeal(
-                id=r[0],
-                domain=r[1],
-                subject=r[2],
-                event_id=r[3],
-                rule_id=r[4],
-                decision_id=r[5],
-                reason=r[6],
-                filed_at=from_micros(r[7]),
-                outcome=r[8],
-                reviewer=r[9],
-                decision_reason=r[10],
-                decided_at=None if r[11] is None else from_micros(r[11]),
-            )
-            for r in rows
-        ]
+        return [rows.appeal_from_row(r) for r in found]
 
     def appeal(self, appeal_id: str) -> Appeal | None:
         found = self._appeal_rows("a.id = ?", (appeal_id,))

@@ -1,0 +1,226 @@
+"""The audit chain over SQL, for every backend: what each kind of row commits to, appending,
+and verifying.
+
+A ref names one audited thing: `pack:D/V`, `event:D/ID` (the event with its entries),
+`decision:D/ID/REV`, `appeal:ID`, `appeal-decision:ID`, `confirmation:ID`, `switch:SEQ`.
+The commitment of a ref is recomputed from the rows as stored, so verification catches a row
+changed, removed or added behind pointbook's back as well as a changed or reordered record.
+
+The SQL here is written once, with `?` placeholders, against a small adapter (`Db`) that each
+backend provides: `SQLiteDb` below, `PgDb` in `store/postgres.py`. Because the backends store
+the same Python values (integer microseconds, JSON as text, 0/1), the same rows give the same
+commitments on either.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+from pointbook.store.audit import (
+    ERASED,
+    GENESIS,
+    AuditRecord,
+    VerifyResult,
+    chain_hash,
+    commit,
+    verify_chain,
+)
+
+__all__ = [
+    "ERASED",
+    "Db",
+    "SQLiteDb",
+    "all_refs",
+    "append",
+    "commitment_of",
+    "event_commitment",
+    "records",
+    "root",
+    "verify",
+]
+
+Row = tuple[Any, ...]
+
+EVENT_COLS = (
+    "domain, id, subject, type, occurred_us, attributes, evidence, issuer, content_hash,"
+    " received_us, incident, salt, erased_us"
+)
+ENTRY_COLS = (
+    "rule_id, subject, pack_version, pack_hash, delta, occurred_us, counts_until_us, title,"
+    " evidence, tags, daily_cap, recorded_us"
+)
+AUDIT_COLS = "seq, at_us, kind, domain, ref, commitment, prev, hash"
+
+
+class Db(Protocol):
+    """A backend's connection as the audit log uses it. SQL comes with `?` placeholders."""
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+    def iter(self, sql: str, params: Sequence[Any] = ()) -> Iterator[Row]: ...
+    def insert(self, table: str, rows: Sequence[Row]) -> None: ...
+
+
+class SQLiteDb:
+    """`Db` over a sqlite3 connection (qmark placeholders are native)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = self.conn.execute(sql, params).fetchone()
+        return row
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def iter(self, sql: str, params: Sequence[Any] = ()) -> Iterator[Row]:
+        yield from self.conn.execute(sql, params)
+
+    def insert(self, table: str, rows: Sequence[Row]) -> None:
+        if rows:
+            marks = ", ".join("?" * len(rows[0]))
+            self.conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+
+
+def event_commitment(event: Row, entries: Sequence[Row]) -> str:
+    """An event and its entries; after retention erasure, only the skeleton that remains."""
+    *fields, salt, erased_us = event
+    ordered = sorted(entries)
+    if erased_us is not None:
+        d, eid, subject, etype, occurred = fields[:5]
+        skeleton = [(e[0], e[2], e[3], e[4], e[5], e[6], e[9], e[10]) for e in ordered]
+        return commit(["erased-event", d, eid, subject, etype, occurred, erased_us, skeleton])
+    return commit(["event", fields, [list(e) for e in ordered]], salt)
+
+
+def commitment_of(db: Db, ref: str) -> str | None:
+    """The commitment of ``ref`` as the store holds it now (None if its row is gone)."""
+    kind, _, key = ref.partition(":")
+    if kind == "pack":
+        domain, _, version = key.partition("/")
+        row = db.one(
+            "SELECT domain, version, effective_from_us, published_at_us, content_hash, text "
+            "FROM pb_pack_versions WHERE domain = ? AND version = ?",
+            (domain, version),
+        )
+        return None if row is None else commit(["pack", list(row)])
+    if kind == "event":
+        domain, _, eid = key.partition("/")
+        row = db.one(
+            f"SELECT {EVENT_COLS} FROM pb_events WHERE domain = ? AND id = ?", (domain, eid)
+        )
+        if row is None:
+            return None
+        entries = db.all(
+            f"SELECT {ENTRY_COLS} FROM pb_entries WHERE domain = ? AND event_id = ?", (domain, eid)
+        )
+        return event_commitment(row, entries)
+    if kind == "decision":
+        domain, did, rev = key.split("/")
+        row = db.one(
+            "SELECT * FROM pb_decisions WHERE domain = ? AND id = ? AND revision = ?",
+            (domain, did, int(rev)),
+        )
+        return None if row is None else commit(["decision", list(row)])
+    if kind == "appeal":
+        row = db.one(
+            "SELECT id, domain, subject, event_id, rule_id, decision_id, reason, filed_us, salt "
+            "FROM pb_appeals WHERE id = ?",
+            (key,),
+        )
+        return None if row is None else commit(["appeal", list(row[:-1])], row[-1])
+    table, col = {
+        "appeal-decision": ("pb_appeal_decisions", "appeal_id"),
+        "confirmation": ("pb_confirmations", "decision_id"),
+        "switch": ("pb_switches", "seq"),
+    }[kind]
+    param: Any = int(key) if kind == "switch" else key
+    row = db.one(f"SELECT * FROM {table} WHERE {col} = ?", (param,))
+    return None if row is None else commit([kind, list(row)])
+
+
+def all_refs(db: Db) -> Iterator[str]:
+    """The ref of every audited row present in the store."""
+    for d, v in db.iter("SELECT domain, version FROM pb_pack_versions"):
+        yield f"pack:{d}/{v}"
+    for d, i in db.iter("SELECT domain, id FROM pb_events"):
+        yield f"event:{d}/{i}"
+    for d, i in db.iter(
+        "SELECT domain, event_id FROM pb_entries EXCEPT SELECT domain, id FROM pb_events"
+    ):
+        yield f"event:{d}/{i}"  # an entry without its event
+    for d, i, r in db.iter("SELECT domain, id, revision FROM pb_decisions"):
+        yield f"decision:{d}/{i}/{r}"
+    for (i,) in db.iter("SELECT id FROM pb_appeals"):
+        yield f"appeal:{i}"
+    for (i,) in db.iter("SELECT appeal_id FROM pb_appeal_decisions"):
+        yield f"appeal-decision:{i}"
+    for (i,) in db.iter("SELECT decision_id FROM pb_confirmations"):
+        yield f"confirmation:{i}"
+    for (i,) in db.iter("SELECT seq FROM pb_switches"):
+        yield f"switch:{i}"
+
+
+def append(db: Db, at_us: int, records: Sequence[tuple[str, str, str, str]]) -> str:
+    """Append (kind, domain, ref, commitment) records inside the caller's transaction.
+
+    The caller holds the store's write lock: no other writer appends until it commits."""
+    last = db.one("SELECT seq, hash FROM pb_audit ORDER BY seq DESC LIMIT 1")
+    seq, prev = (last[0], last[1]) if last else (0, GENESIS)
+    rows = []
+    for kind, domain, ref, commitment in records:
+        seq += 1
+        h = chain_hash(prev, seq, at_us, kind, domain, ref, commitment)
+        rows.append((seq, at_us, kind, domain, ref, commitment, prev, h))
+        prev = h
+    db.insert("pb_audit", rows)
+    return prev
+
+
+def records(db: Db) -> Iterator[AuditRecord]:
+    # seq is the table's key (in SQLite, INTEGER PRIMARY KEY: the rowid itself).
+    for r in db.iter(f"SELECT {AUDIT_COLS} FROM pb_audit ORDER BY seq"):
+        yield AuditRecord(*r)
+
+
+def event_commitments(db: Db) -> Iterator[tuple[str, str]]:
+    """(ref, commitment) of every event as stored: the same as `commitment_of` per event, but
+    in two ordered scans (events, entries) merged here instead of two queries per event."""
+    entries = db.iter(f"SELECT domain, event_id, {ENTRY_COLS} FROM pb_entries ORDER BY 1, 2")
+    pending = next(entries, None)
+    for row in db.iter(f"SELECT {EVENT_COLS} FROM pb_events ORDER BY 1, 2"):
+        key = (row[0], row[1])
+        mine = []
+        # Both scans are in byte order (SQLite BINARY, PostgreSQL COLLATE "C"): code point order.
+        while pending is not None and (pending[0], pending[1]) <= key:
+            if (pending[0], pending[1]) == key:
+                mine.append(pending[2:])
+            pending = next(entries, None)
+        yield f"event:{row[0]}/{row[1]}", event_commitment(row, mine)
+
+
+def verify(db: Db, progress: Callable[[int], None] | None = None) -> VerifyResult:
+    events: dict[str, str] | None = None
+
+    def current(ref: str) -> str | None:
+        nonlocal events
+        if progress:
+            progress(1)
+        if ref.startswith("event:"):
+            if events is None:
+                events = dict(event_commitments(db))
+            return events.get(ref)
+        return commitment_of(db, ref)
+
+    def unaudited(known: set[str]) -> list[str]:
+        return sorted(ref for ref in set(all_refs(db)) if ref not in known)
+
+    return verify_chain(records(db), current, unaudited)
+
+
+def root(db: Db) -> str:
+    last = db.one("SELECT hash FROM pb_audit ORDER BY seq DESC LIMIT 1")
+    return str(last[0]) if last else GENESIS

@@ -1,0 +1,252 @@
+"""The row codec both backends share: the engine's records as the plain tuples stored in the
+tables (column order as in the schema), and back.
+
+Every backend writes exactly these tuples, so a row's audit commitment is the same whichever
+store holds it: times are integer microseconds, JSON is text, booleans are the integers 0 and 1.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from pointbook.dates import from_micros, to_micros
+from pointbook.engine.model import Appeal, Decision, Entry, Event
+from pointbook.store.audit import commit, new_salt
+from pointbook.store.audit_sql import event_commitment
+from pointbook.store.base import DecisionRow
+
+__all__ = [
+    "APPEAL_SELECT",
+    "EVENT_SELECT",
+    "Row",
+    "appeal_from_row",
+    "decision_from_row",
+    "decision_records",
+    "decision_rows",
+    "entry_from_row",
+    "entry_rows",
+    "event_from_row",
+    "event_records",
+    "event_rows",
+    "outbox_rows",
+]
+
+Row = tuple[Any, ...]
+
+# pb_events: the columns of the table in order (13), as written by write_batch.
+EVENT_WIDTH = 13
+ENTRY_WIDTH = 14
+DECISION_WIDTH = 20
+
+EVENT_SELECT = (
+    "SELECT id, subject, type, occurred_us, attributes, evidence, issuer, incident,"
+    " received_us, erased_us FROM pb_events "
+)
+ENTRY_SELECT = (
+    "SELECT event_id, rule_id, pack_version, pack_hash, delta, occurred_us, counts_until_us,"
+    " title, evidence, tags, daily_cap FROM pb_entries "
+)
+APPEAL_SELECT = (
+    "SELECT a.id, a.domain, a.subject, a.event_id, a.rule_id, a.decision_id, a.reason,"
+    " a.filed_us, d.outcome, d.reviewer, d.reason, d.decided_us FROM pb_appeals a"
+    " LEFT JOIN pb_appeal_decisions d ON d.appeal_id = a.id"
+)
+
+
+def event_rows(events: Sequence[tuple[Event, str]], rec: int) -> list[Row]:
+    """pb_events rows for new events (a fresh salt each), received at ``rec``."""
+    return [
+        (
+            e.domain,
+            e.id,
+            e.subject,
+            e.type,
+            to_micros(e.occurred_at),
+            json.dumps(dict(e.attributes), sort_keys=True),
+            e.evidence,
+            e.issuer,
+            h,
+            rec,
+            e.incident,
+            new_salt(),
+            None,
+        )
+        for e, h in events
+    ]
+
+
+def entry_rows(entries: Sequence[Entry], rec: int) -> list[Row]:
+    return [
+        (
+            n.domain,
+            n.event_id,
+            n.rule_id,
+            n.subject,
+            n.pack_version,
+            n.pack_hash,
+            n.delta,
+            to_micros(n.occurred_at),
+            None if n.counts_until is None else to_micros(n.counts_until),
+            n.title,
+            n.evidence,
+            json.dumps(sorted(n.tags)),
+            int(n.daily_cap),
+            rec,
+        )
+        for n in entries
+    ]
+
+
+def event_records(event_rows: Sequence[Row], entry_rows: Sequence[Row]) -> list[Row]:
+    """The audit records (kind, domain, ref, commitment) of new events with their entries."""
+    by_event: dict[tuple[str, str], list[Row]] = {}
+    for r in entry_rows:
+        by_event.setdefault((r[0], r[1]), []).append(r[2:])
+    return [
+        (
+            "event",
+            r[0],
+            f"event:{r[0]}/{r[1]}",
+            event_commitment(r, by_event.get((r[0], r[1]), [])),
+        )
+        for r in event_rows
+    ]
+
+
+def event_from_row(domain: str, r: Row, judged: tuple[Entry, ...] | None) -> Event:
+    """An Event from an EVENT_SELECT row; ``judged`` for an erased one (r[9] set)."""
+    return Event(
+        id=r[0],
+        domain=domain,
+        subject=r[1],
+        type=r[2],
+        occurred_at=from_micros(r[3]),
+        attributes=json.loads(r[4]),
+        evidence=r[5],
+        issuer=r[6],
+        incident=r[7],
+        reported_at=from_micros(r[8]),
+        judged=judged,
+    )
+
+
+def entry_from_row(domain: str, subject: str, r: Row) -> Entry:
+    """An Entry from an ENTRY_SELECT row."""
+    return Entry(
+        event_id=r[0],
+        domain=domain,
+        subject=subject,
+        rule_id=r[1],
+        pack_version=r[2],
+        pack_hash=r[3],
+        delta=r[4],
+        occurred_at=from_micros(r[5]),
+        counts_until=None if r[6] is None else from_micros(r[6]),
+        title=r[7],
+        evidence=r[8],
+        tags=frozenset(json.loads(r[9])),
+        daily_cap=bool(r[10]),
+    )
+
+
+def decision_rows(revisions: Sequence[tuple[Decision, int, bool, str]], rec: int) -> list[Row]:
+    return [
+        (
+            d.domain,
+            d.id,
+            rev,
+            d.subject,
+            d.threshold_id,
+            d.kind,
+            d.title,
+            d.level,
+            d.figure,
+            to_micros(d.triggered_at),
+            d.ordinal,
+            to_micros(d.effective_at),
+            None if d.ends_at is None else to_micros(d.ends_at),
+            json.dumps(dict(d.attributes), sort_keys=True),
+            d.trigger,
+            d.pack_version,
+            int(withdrawn),
+            rec,
+            int(d.requires_review),
+            reason,
+        )
+        for d, rev, withdrawn, reason in revisions
+    ]
+
+
+def outbox_rows(domain: str, rows: Sequence[Row], rec: int) -> list[Row]:
+    """(domain, key, decision_id, payload, created_us): each decision revision queued once."""
+    return [
+        (
+            domain,
+            f"{r[1]}:{r[2]}",
+            r[1],
+            json.dumps(
+                {
+                    "domain": domain,
+                    "decision_id": r[1],
+                    "revision": r[2],
+                    "subject": r[3],
+                    "kind": r[5],
+                    "change": "cancelled" if r[16] else ("new" if r[2] == 1 else "revised"),
+                    "reason": r[19],
+                },
+                sort_keys=True,
+            ),
+            rec,
+        )
+        for r in rows
+    ]
+
+
+def decision_records(domain: str, rows: Sequence[Row]) -> list[tuple[str, str, str, str]]:
+    return [
+        ("decision", domain, f"decision:{domain}/{r[1]}/{r[2]}", commit(["decision", list(r)]))
+        for r in rows
+    ]
+
+
+def decision_from_row(r: Row) -> DecisionRow:
+    """A DecisionRow from a ``SELECT *`` row of pb_decisions."""
+    d = Decision(
+        id=r[1],
+        domain=r[0],
+        subject=r[3],
+        threshold_id=r[4],
+        kind=r[5],
+        title=r[6],
+        level=r[7],
+        figure=r[8],
+        triggered_at=from_micros(r[9]),
+        ordinal=r[10],
+        effective_at=from_micros(r[11]),
+        ends_at=None if r[12] is None else from_micros(r[12]),
+        attributes=json.loads(r[13]),
+        trigger=r[14],
+        pack_version=r[15],
+        requires_review=bool(r[18]),
+    )
+    return DecisionRow(d, r[2], bool(r[16]), from_micros(r[17]), r[19])
+
+
+def appeal_from_row(r: Row) -> Appeal:
+    """An Appeal (with its decision, if any) from an APPEAL_SELECT row."""
+    return Appeal(
+        id=r[0],
+        domain=r[1],
+        subject=r[2],
+        event_id=r[3],
+        rule_id=r[4],
+        decision_id=r[5],
+        reason=r[6],
+        filed_at=from_micros(r[7]),
+        outcome=r[8],
+        reviewer=r[9],
+        decision_reason=r[10],
+        decided_at=None if r[11] is None else from_micros(r[11]),
+    )
