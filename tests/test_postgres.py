@@ -119,7 +119,7 @@ def test_postgres_urls_open_a_store_in_the_schema_they_name(
             assert store.conn.execute("SHOW search_path").fetchone() == (name,)
             assert store.conn.execute(
                 "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (name,)
-            ).fetchone() == (15,)
+            ).fetchone() == (16,)
         finally:
             store.close()
 
@@ -149,7 +149,7 @@ def test_migrations_match_sqlites_and_apply_once(
     try:
         SQLiteStore(tmp_path / "s.db").close()
         tables = [r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        assert len(tables) == 15
+        assert len(tables) == 16
         for table in tables:
             want = [r[1] for r in lite.execute(f"PRAGMA table_info({table})")]
             got = first._query(
@@ -320,6 +320,7 @@ def test_the_same_history_commits_the_same_on_both_backends(
             "appeal-decision",
             "switch",
             "erasure",
+            "outbox",
         }
         assert pg_chain == lite_chain  # same records, same order, same hashes
         assert lite.audit_root() == server.audit_root()

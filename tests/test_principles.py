@@ -515,6 +515,7 @@ STORE_WITHOUT_DOMAIN = {
     "insert_appeal_decision": "writes one decision on an appeal that carries its domain",
     "outbox_take": "marks outbox items delivered by sequence number",
     "use_share": "the one (domain, subject) a single-use code was made for",
+    "find_token": "one token by the hash of an unguessable secret",
     "verify": "the audit chain: counts and hashes",
     "audit_root": "the audit chain's head hash",
 }
@@ -1979,6 +1980,7 @@ def test_p8_a_clean_ledger_verifies() -> None:
                 "appeal",
                 "appeal-decision",
                 "switch",
+                "outbox",
             }
         finally:
             b.ledger.close()

@@ -25,11 +25,13 @@ from pointbook.cli import demo as _demo  # noqa: E402
 from pointbook.cli import pack as _pack  # noqa: E402
 from pointbook.cli import process as _process  # noqa: E402
 from pointbook.cli import records as _records  # noqa: E402
+from pointbook.cli import serve as _serve  # noqa: E402
 
 app.add_typer(_pack.app, name="pack")
 _records.register(app)
 _demo.register(app)
 _process.register(app)
+_serve.register(app)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["ROLES", "Principal", "Role", "hash_token", "new_token"]
+__all__ = ["ROLES", "Principal", "Role", "hash_token", "new_token", "principal_of"]
 
 Role = Literal["operator", "issuer", "reviewer", "subject", "auditor"]
 ROLES: tuple[Role, ...] = ("operator", "issuer", "reviewer", "subject", "auditor")
@@ -37,6 +37,13 @@ class Principal:
         if self.role == "subject":
             return subject == self.subject
         return self.role == "reviewer"
+
+
+def principal_of(row: tuple[str, str, str | None, str] | None) -> Principal | None:
+    """A Principal from the store's (role, domain, subject, label) of a token."""
+    if row is None or row[0] not in ROLES:
+        return None
+    return Principal(row[0], row[1], row[2], row[3])
 
 
 def new_token() -> str:

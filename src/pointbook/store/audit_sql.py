@@ -132,6 +132,40 @@ def commitment_of(db: Db, ref: str) -> str | None:
             (key,),
         )
         return None if row is None else commit(["appeal", list(row[:-1])], row[-1])
+    if kind in ("outbox", "outbox-taken"):
+        domain, _, okey = key.partition("/")
+        if kind == "outbox":
+            row = db.one(
+                "SELECT domain, key, decision_id, payload, created_us FROM pb_outbox"
+                " WHERE domain = ? AND key = ?",
+                (domain, okey),
+            )
+            return None if row is None else commit(["outbox", list(row)])
+        row = db.one(
+            "SELECT o.key, t.taken_us FROM pb_outbox_taken t JOIN pb_outbox o ON o.seq = t.seq"
+            " WHERE o.domain = ? AND o.key = ?",
+            (domain, okey),
+        )
+        return None if row is None else commit(["outbox-taken", list(row)])
+    if kind == "share":
+        row = db.one(
+            "SELECT code_hash, domain, subject, created_us, expires_us FROM pb_shares"
+            " WHERE code_hash = ?",
+            (key,),
+        )
+        return None if row is None else commit(["share", list(row)])
+    if kind == "share-use":
+        row = db.one(
+            "SELECT code_hash, used_us FROM pb_shares WHERE code_hash = ? AND used_us IS NOT NULL",
+            (key,),
+        )
+        return None if row is None else commit(["share-use", list(row)])
+    if kind == "token":
+        row = db.one(
+            "SELECT hash, role, domain, subject, label, created_us FROM pb_tokens WHERE hash = ?",
+            (key,),
+        )
+        return None if row is None else commit(["token", list(row)])
     table, col = {
         "appeal-decision": ("pb_appeal_decisions", "appeal_id"),
         "confirmation": ("pb_confirmations", "decision_id"),
@@ -162,6 +196,42 @@ def all_refs(db: Db) -> Iterator[str]:
         yield f"confirmation:{i}"
     for (i,) in db.iter("SELECT seq FROM pb_switches"):
         yield f"switch:{i}"
+    for d, k in db.iter("SELECT domain, key FROM pb_outbox"):
+        yield f"outbox:{d}/{k}"
+    for d, k in db.iter(
+        "SELECT o.domain, o.key FROM pb_outbox_taken t JOIN pb_outbox o ON o.seq = t.seq"
+    ):
+        yield f"outbox-taken:{d}/{k}"
+    for h, used in db.iter("SELECT code_hash, used_us FROM pb_shares"):
+        yield f"share:{h}"
+        if used is not None:
+            yield f"share-use:{h}"
+    for (h,) in db.iter("SELECT hash FROM pb_tokens"):
+        yield f"token:{h}"
+
+
+def subject_side_refs(db: Db, domain: str, subject: str) -> list[str]:
+    """The audited rows an erasure request removes besides events, decisions and appeals:
+    the subject's queued notifications (and their delivery marks) and share codes."""
+    refs = []
+    for key, taken in db.all(
+        "SELECT o.key, t.seq FROM pb_outbox o JOIN pb_decisions d ON d.domain = o.domain"
+        " AND d.id = o.decision_id AND o.key = d.id || ':' || CAST(d.revision AS TEXT)"
+        " LEFT JOIN pb_outbox_taken t ON t.seq = o.seq"
+        " WHERE o.domain = ? AND d.subject = ? ORDER BY o.key",
+        (domain, subject),
+    ):
+        refs.append(f"outbox:{domain}/{key}")
+        if taken is not None:
+            refs.append(f"outbox-taken:{domain}/{key}")
+    for h, used in db.all(
+        "SELECT code_hash, used_us FROM pb_shares WHERE domain = ? AND subject = ? ORDER BY code_hash",
+        (domain, subject),
+    ):
+        refs.append(f"share:{h}")
+        if used is not None:
+            refs.append(f"share-use:{h}")
+    return refs
 
 
 def append(db: Db, at_us: int, records: Sequence[tuple[str, str, str, str]]) -> str:

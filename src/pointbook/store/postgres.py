@@ -359,6 +359,10 @@ class PostgresStore(PostgresProcessTables):
             cur.execute(
                 "DELETE FROM pb_dirty WHERE domain = %s AND subject = ANY(%s)", (domain, done)
             )
-            self.append(cur, rec, rows.decision_records(domain, decision_rows))
+            self.append(
+                cur,
+                rec,
+                [*rows.decision_records(domain, decision_rows), *rows.outbox_records(outbox)],
+            )
 
         self.write(txn)

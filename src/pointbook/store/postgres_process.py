@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -136,16 +137,25 @@ class PostgresProcessTables:
         return [(r[0], r[1], json.loads(r[2])) for r in found]
 
     def outbox_take(self, seqs: Sequence[int], at: datetime) -> None:
-        taken = list(seqs)
+        at_us = to_micros(at)
+        wanted = list(seqs)
 
         def txn(cur: Cursor) -> None:
-            cur.execute(
-                "INSERT INTO pb_outbox_taken SELECT s, %s FROM unnest(%s::bigint[]) AS s"
-                " ON CONFLICT DO NOTHING",
-                (to_micros(at), taken),
-            )
+            records = []
+            for seq in wanted:
+                row = cur.execute(
+                    "SELECT o.domain, o.key, t.seq FROM pb_outbox o LEFT JOIN pb_outbox_taken t"
+                    " ON t.seq = o.seq WHERE o.seq = %s",
+                    (seq,),
+                ).fetchone()
+                if row is None or row[2] is not None:
+                    continue  # unknown, or already delivered: nothing to record
+                cur.execute("INSERT INTO pb_outbox_taken VALUES (%s, %s)", (seq, at_us))
+                records.append(rows.taken_record(row[0], row[1], at_us))
+            if records:
+                self.append(cur, at_us, records)
 
-        self.write(txn, locked=False)
+        self.write(txn)
 
     # -- the stop switch (R15) --------------------------------------------------------------------
     def insert_switch(self, domain: str, state: str, reason: str, actor: str, at: datetime) -> None:
@@ -193,16 +203,22 @@ class PostgresProcessTables:
     def insert_share(
         self, code_hash: str, domain: str, subject: str, at: datetime, expires: datetime
     ) -> None:
+        created, until = to_micros(at), to_micros(expires)
+
         def txn(cur: Cursor) -> None:
             cur.execute(
                 "INSERT INTO pb_shares VALUES (%s, %s, %s, %s, %s, NULL)",
-                (code_hash, domain, subject, to_micros(at), to_micros(expires)),
+                (code_hash, domain, subject, created, until),
+            )
+            self.append(
+                cur, created, [rows.share_record(code_hash, domain, subject, created, until)]
             )
 
-        self.write(txn, locked=False)
+        self.write(txn)
 
     def use_share(self, code_hash: str, at: datetime) -> tuple[str, str] | str:
         """(domain, subject) for a valid code, marking it used; else the reason it is not."""
+        used = to_micros(at)
 
         def txn(cur: Cursor) -> tuple[str, str] | str:
             # FOR UPDATE: a second use of the same code waits, then sees it used.
@@ -215,14 +231,32 @@ class PostgresProcessTables:
                 return "unknown code"
             if row[3] is not None:
                 return "this code was already used; a share code works once"
-            if to_micros(at) >= row[2]:
+            if used >= row[2]:
                 return "this code has expired"
-            cur.execute(
-                "UPDATE pb_shares SET used_us = %s WHERE code_hash = %s", (to_micros(at), code_hash)
-            )
+            cur.execute("UPDATE pb_shares SET used_us = %s WHERE code_hash = %s", (used, code_hash))
+            self.append(cur, used, [rows.share_use_record(row[0], code_hash, used)])
             return (row[0], row[1])
 
-        return self.write(txn, locked=False)
+        return self.write(txn)
+
+    # -- tokens ---------------------------------------------------------------------------------
+    def insert_token(
+        self, token_hash: str, role: str, domain: str, subject: str | None, label: str
+    ) -> None:
+        row = (token_hash, role, domain, subject, label, int(time.time() * 1e6))
+
+        def txn(cur: Cursor) -> None:
+            cur.execute("INSERT INTO pb_tokens VALUES (%s, %s, %s, %s, %s, %s)", row)
+            self.append(cur, row[5], [rows.token_record(row)])
+
+        self.write(txn)
+
+    def find_token(self, token_hash: str) -> tuple[str, str, str | None, str] | None:
+        """(role, domain, subject, label) of a token, by the hash of the token."""
+        found = self._query(
+            "SELECT role, domain, subject, label FROM pb_tokens WHERE hash = %s", (token_hash,)
+        )
+        return None if not found else (found[0][0], found[0][1], found[0][2], found[0][3])
 
     # -- erasure (principle 7) -----------------------------------------------------------------------
     def erase_details(self, domain: str, cutoff: datetime, at: datetime) -> int:
@@ -310,6 +344,13 @@ class PostgresProcessTables:
                     "SELECT 1 FROM pb_confirmations WHERE decision_id = %s", (did,)
                 ).fetchone():
                     refs.append(f"confirmation:{did}")
+            refs += audit_sql.subject_side_refs(PgDb(cur), domain, subject)
+            cur.execute(
+                "DELETE FROM pb_outbox_taken WHERE seq IN (SELECT o.seq FROM pb_outbox o JOIN"
+                " pb_decisions d ON d.domain = o.domain AND d.id = o.decision_id"
+                " WHERE o.domain = %s AND d.subject = %s)",
+                key,
+            )
             for table in ("pb_entries", "pb_events", "pb_decisions", "pb_dirty", "pb_shares"):
                 counts[table] = cur.execute(
                     f"DELETE FROM {table} WHERE domain = %s AND subject = %s",

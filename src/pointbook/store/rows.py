@@ -250,3 +250,41 @@ def appeal_from_row(r: Row) -> Appeal:
         decision_reason=r[10],
         decided_at=None if r[11] is None else from_micros(r[11]),
     )
+
+
+def outbox_records(rows: Sequence[Row]) -> list[tuple[str, str, str, str]]:
+    """Each queued change is audited: an undelivered notification cannot vanish unnoticed."""
+    return [("outbox", r[0], f"outbox:{r[0]}/{r[1]}", commit(["outbox", list(r)])) for r in rows]
+
+
+def taken_record(domain: str, key: str, taken_us: int) -> tuple[str, str, str, str]:
+    return (
+        "outbox-taken",
+        domain,
+        f"outbox-taken:{domain}/{key}",
+        commit(["outbox-taken", [key, taken_us]]),
+    )
+
+
+def share_record(
+    code_hash: str, domain: str, subject: str, created_us: int, expires_us: int
+) -> tuple[str, str, str, str]:
+    body = ["share", [code_hash, domain, subject, created_us, expires_us]]
+    return ("share", domain, f"share:{code_hash}", commit(body))
+
+
+def share_use_record(domain: str, code_hash: str, used_us: int) -> tuple[str, str, str, str]:
+    return (
+        "share-use",
+        domain,
+        f"share-use:{code_hash}",
+        commit(["share-use", [code_hash, used_us]]),
+    )
+
+
+def token_record(row: Row) -> tuple[str, str, str, str]:
+    """(hash, role, domain, subject, label, created_us): a credential, audited by its hash."""
+    return ("token", row[2], f"token:{row[0]}", commit(["token", list(row)]))
+
+
+__all__ += ["outbox_records", "share_record", "share_use_record", "taken_record", "token_record"]

@@ -326,3 +326,17 @@ POSTGRES_MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
 ]
+
+# Bearer tokens for the API and portal: only a hash of each token is kept.
+_TOKENS = """
+        CREATE TABLE pb_tokens (
+            hash {text} PRIMARY KEY,
+            role {text} NOT NULL,
+            domain {text} NOT NULL,
+            subject {text},
+            label {text} NOT NULL,
+            created_us {int} NOT NULL
+        );
+        """
+MIGRATIONS.append(("0003-tokens", _TOKENS.format(text="TEXT", int="INTEGER")))
+POSTGRES_MIGRATIONS.append(("0003-tokens", _TOKENS.format(text=_TEXT, int="BIGINT")))

@@ -50,6 +50,8 @@ class SQLiteStore(ProcessTables):
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.execute("PRAGMA foreign_keys=ON")
+            # Erased details must not linger in free pages of the file (principle 7, R18).
+            self.conn.execute("PRAGMA secure_delete=ON")
             self.migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: cannot open the store: {exc}") from exc
@@ -255,4 +257,8 @@ class SQLiteStore(ProcessTables):
                 "DELETE FROM pb_dirty WHERE domain = ? AND subject = ?",
                 [(domain, s) for s in subjects],
             )
-            audit.append(c, rec, rows.decision_records(domain, decision_rows))
+            audit.append(
+                c,
+                rec,
+                [*rows.decision_records(domain, decision_rows), *rows.outbox_records(outbox)],
+            )

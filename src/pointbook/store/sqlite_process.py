@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -13,7 +14,7 @@ from typing import Any
 
 from pointbook.dates import from_micros, to_micros
 from pointbook.engine.model import Appeal
-from pointbook.store import rows
+from pointbook.store import audit_sql, rows
 from pointbook.store import sqlite_audit as audit
 from pointbook.store.audit import ERASED, commit, new_salt
 
@@ -130,11 +131,21 @@ class ProcessTables:
         return [(r[0], r[1], json.loads(r[2])) for r in rows]
 
     def outbox_take(self, seqs: Sequence[int], at: datetime) -> None:
+        at_us = to_micros(at)
         with self.transaction() as c:
-            c.executemany(
-                "INSERT OR IGNORE INTO pb_outbox_taken VALUES (?, ?)",
-                [(s, to_micros(at)) for s in seqs],
-            )
+            records = []
+            for seq in seqs:
+                row = c.execute(
+                    "SELECT o.domain, o.key, t.seq FROM pb_outbox o LEFT JOIN pb_outbox_taken t"
+                    " ON t.seq = o.seq WHERE o.seq = ?",
+                    (seq,),
+                ).fetchone()
+                if row is None or row[2] is not None:
+                    continue  # unknown, or already delivered: nothing to record
+                c.execute("INSERT INTO pb_outbox_taken VALUES (?, ?)", (seq, at_us))
+                records.append(rows.taken_record(row[0], row[1], at_us))
+            if records:
+                audit.append(c, at_us, records)
 
     # -- the stop switch (R15) --------------------------------------------------------------------
     def insert_switch(self, domain: str, state: str, reason: str, actor: str, at: datetime) -> None:
@@ -178,14 +189,19 @@ class ProcessTables:
     def insert_share(
         self, code_hash: str, domain: str, subject: str, at: datetime, expires: datetime
     ) -> None:
+        created, until = to_micros(at), to_micros(expires)
         with self.transaction() as c:
             c.execute(
                 "INSERT INTO pb_shares VALUES (?, ?, ?, ?, ?, NULL)",
-                (code_hash, domain, subject, to_micros(at), to_micros(expires)),
+                (code_hash, domain, subject, created, until),
+            )
+            audit.append(
+                c, created, [rows.share_record(code_hash, domain, subject, created, until)]
             )
 
     def use_share(self, code_hash: str, at: datetime) -> tuple[str, str] | str:
         """(domain, subject) for a valid code, marking it used; else the reason it is not."""
+        used = to_micros(at)
         with self.transaction() as c:
             row = c.execute(
                 "SELECT domain, subject, expires_us, used_us FROM pb_shares WHERE code_hash = ?",
@@ -195,14 +211,34 @@ class ProcessTables:
                 return "unknown code"
             if row[3] is not None:
                 return "this code was already used; a share code works once"
-            if to_micros(at) >= row[2]:
+            if used >= row[2]:
                 return "this code has expired"
-            c.execute(
-                "UPDATE pb_shares SET used_us = ? WHERE code_hash = ?", (to_micros(at), code_hash)
-            )
+            c.execute("UPDATE pb_shares SET used_us = ? WHERE code_hash = ?", (used, code_hash))
+            audit.append(c, used, [rows.share_use_record(row[0], code_hash, used)])
             return (row[0], row[1])
 
+    # -- tokens ---------------------------------------------------------------------------------
+    def insert_token(
+        self, token_hash: str, role: str, domain: str, subject: str | None, label: str
+    ) -> None:
+        row = (token_hash, role, domain, subject, label, int(time.time() * 1e6))
+        with self.transaction() as c:
+            c.execute("INSERT INTO pb_tokens VALUES (?, ?, ?, ?, ?, ?)", row)
+            audit.append(c, row[5], [rows.token_record(row)])
+
+    def find_token(self, token_hash: str) -> tuple[str, str, str | None, str] | None:
+        """(role, domain, subject, label) of a token, by the hash of the token."""
+        row = self.conn.execute(
+            "SELECT role, domain, subject, label FROM pb_tokens WHERE hash = ?", (token_hash,)
+        ).fetchone()
+        return None if row is None else (row[0], row[1], row[2], row[3])
+
     # -- erasure (principle 7) -----------------------------------------------------------------------
+    def _flush_erasure(self) -> None:
+        """Move the erasing pages from the WAL into the file and empty the WAL, so no copy of
+        the erased details stays on disk (with secure_delete, freed space is zeroed)."""
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def erase_details(self, domain: str, cutoff: datetime, at: datetime) -> int:
         """Erase the personal details of events before ``cutoff``: attributes, evidence, issuer
         and the salt. What the figures need (date, type, rule, points) stays, committed anew."""
@@ -234,6 +270,7 @@ class ProcessTables:
                 records.append(("erasure", domain, ref, now))
             if records:
                 audit.append(c, at_us, records)
+        self._flush_erasure()
         return len(ids)
 
     def erase_subject(self, domain: str, subject: str, at: datetime) -> dict[str, int]:
@@ -275,6 +312,14 @@ class ProcessTables:
                     "SELECT 1 FROM pb_confirmations WHERE decision_id = ?", (did,)
                 ).fetchone():
                     refs.append(f"confirmation:{did}")
+            side = audit_sql.subject_side_refs(audit_sql.SQLiteDb(c), domain, subject)
+            refs += side
+            c.execute(
+                "DELETE FROM pb_outbox_taken WHERE seq IN (SELECT o.seq FROM pb_outbox o JOIN"
+                " pb_decisions d ON d.domain = o.domain AND d.id = o.decision_id"
+                " WHERE o.domain = ? AND d.subject = ?)",
+                (domain, subject),
+            )
             for table, where in (
                 ("pb_entries", "domain = ? AND subject = ?"),
                 ("pb_events", "domain = ? AND subject = ?"),
@@ -293,6 +338,7 @@ class ProcessTables:
                 c.execute("DELETE FROM pb_outbox WHERE decision_id = ?", (did,))
             counts["pb_appeals"] = len(appeal_ids)
             audit.append(c, at_us, [("erasure", domain, ref, ERASED) for ref in refs])
+        self._flush_erasure()
         return counts
 
 
