@@ -209,6 +209,10 @@ def demo_command(
     packs: Annotated[
         Path | None, typer.Option("--packs", help="Folder of reference packs.")
     ] = None,
+    serve: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Serve the portal at the end.")
+    ] = True,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
 ) -> None:
     """Publish the reference packs, generate a seeded population, ingest it and summarise."""
     from pointbook.cli.common import console, e, err_console, open_ledger
@@ -241,12 +245,27 @@ def demo_command(
         )
         for rej in report.rejected[:5]:
             err_console.print(f"{out}:{rej.line}: {e(rej.reason)}")
-        summarise(ledger)
+        example = summarise(ledger)
     finally:
         ledger.close()
+    if example is None:
+        return
+    from pointbook.cli.serve import create_token
+    from pointbook.cli.serve import serve as serve_command
+
+    domain, subject = example
+    subject_token, _ = create_token(db, "subject", domain, subject, None)
+    reviewer_token, _ = create_token(db, "reviewer", domain, None, "demo-reviewer")
+    console.print(
+        f"\nDemo tokens for {e(domain)} (sign in at http://127.0.0.1:{port}/signin):\n"
+        f"  subject {e(subject)}: {subject_token}\n  reviewer:        {reviewer_token}"
+    )
+    if serve:
+        serve_command(host="127.0.0.1", port=port, db=db)
 
 
-def summarise(ledger: Any) -> None:
+def summarise(ledger: Any) -> tuple[str, str] | None:
+    """Print the summary; return a (domain, subject) worth showing in the portal."""
     from pointbook.cli.common import console, e
 
     now = ledger.now()
@@ -254,6 +273,7 @@ def summarise(ledger: Any) -> None:
     for c in ("domain", "subjects", "min", "p10", "median", "p90", "max"):
         t.add_column(c, justify="right" if c != "domain" else "left")
     examples: list[str] = []
+    chosen: tuple[str, str] | None = None
     kinds: Counter[tuple[str, str, str]] = Counter()
     for domain in ledger.store.domains():
         figures = []
@@ -287,6 +307,8 @@ def summarise(ledger: Any) -> None:
             kinds[(domain, d.kind.split(":")[0], status)] += 1
         if best:
             examples.append(f"pointbook explain {domain} {best[1]}")
+            if domain == "fr-driving" or chosen is None:
+                chosen = (domain, best[1])
     console.print(t)
     dt = Table(title="Decisions by kind and status")
     for c in ("domain", "kind", "status", "count"):
@@ -297,3 +319,4 @@ def summarise(ledger: Any) -> None:
     console.print("Try:")
     for line in examples:
         console.print(f"  {e(line)}")
+    return chosen

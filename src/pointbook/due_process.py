@@ -251,7 +251,10 @@ class DueProcess:
         out: dict[str, int] = {}
         for domain in self.store.domains():
             versions = self.require_domain(domain)
-            retention = versions[-1].spec.retention
+            from pointbook.rules.pack import version_at
+
+            in_force = version_at(versions, when) or versions[0]
+            retention = in_force.spec.retention  # the version in force, never a future one
             if retention is None:
                 continue
             cutoff = add_duration(when, retention, versions[0].tz, times=-1)

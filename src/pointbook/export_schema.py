@@ -98,6 +98,7 @@ class LedgerEntryOut(_Strict):
     delta: int
     occurred_at: str
     counts_until: str | None
+    retain_until: str | None
     evidence: str | None
 
 

@@ -28,6 +28,18 @@ def _t(at: datetime | None, tz: ZoneInfo) -> str | None:
     return None if at is None else format_local(at, tz)
 
 
+def retain_until(versions: Sequence[PackVersion], occurred_at: datetime) -> datetime | None:
+    """When an entry's details are erased: its event date plus the retention of the version
+    that judged it (R18)."""
+    from pointbook.dates import add_duration
+    from pointbook.rules.pack import version_at
+
+    v = version_at(versions, occurred_at) or versions[0]
+    if v.spec.retention is None:
+        return None
+    return add_duration(occurred_at, v.spec.retention, v.tz)
+
+
 def appeal_view(a: Appeal, tz: ZoneInfo) -> dict[str, Any]:
     return {
         "id": a.id,
@@ -189,6 +201,7 @@ def export_record(
             "delta": n.delta,
             "occurred_at": _t(n.occurred_at, tz),
             "counts_until": _t(n.counts_until, tz),
+            "retain_until": _t(retain_until(versions, n.occurred_at), tz),
             "evidence": n.evidence,
         }
         for n in entries

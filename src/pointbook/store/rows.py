@@ -194,6 +194,8 @@ def outbox_rows(domain: str, rows: Sequence[Row], rec: int) -> list[Row]:
                     "subject": r[3],
                     "kind": r[5],
                     "change": "cancelled" if r[16] else ("new" if r[2] == 1 else "revised"),
+                    "effective_us": r[11],
+                    "requires_review": bool(r[18]),
                     "reason": r[19],
                 },
                 sort_keys=True,
