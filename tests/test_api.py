@@ -240,3 +240,12 @@ def test_confirming_a_decision_its_pack_does_not_submit_to_review_is_refused(
         json={"reason": "seen"},
     )
     assert r.status_code == 404
+
+
+def test_the_openapi_document_is_valid(client: TestClient) -> None:
+    from openapi_spec_validator import validate
+
+    doc = client.get("/openapi.json").json()
+    validate(doc)  # raises on an invalid document
+    assert doc["info"]["title"] == "pointbook"
+    assert all(path.startswith("/v1/") for path in doc["paths"])
