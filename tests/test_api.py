@@ -7,7 +7,7 @@ answers, every other answers 401 or 404 (never a record it may not see, never 40
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from pointbook.ledger import Ledger
 from pointbook.rules.pack import load_pack_file
 from pointbook.service.app import MAX_BODY_BYTES, create_app
 from pointbook.service.auth import ROLES, Principal, hash_token
-from pointbook.store import SQLiteStore
+from pointbook.store import Store
 
 ROOT = Path(__file__).parent.parent
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -41,14 +41,13 @@ TOKENS = _tokens()
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    ledger = Ledger(SQLiteStore(tmp_path / "api.db"), now=lambda: NOW)
+def client(store_factory: Callable[[], Store]) -> Iterator[TestClient]:
+    ledger = Ledger(store_factory(), now=lambda: NOW)
     for name in ("civic-code.yaml", "uk-driving.yaml"):
         ledger.publish(load_pack_file(ROOT / "examples" / "packs" / name))
     lookup = {hash_token(t): p for t, p in TOKENS.items()}
     with TestClient(create_app(ledger, lookup.get, lambda: NOW)) as c:
         yield c
-    ledger.close()
 
 
 def auth(token: str) -> dict[str, str]:
@@ -142,6 +141,15 @@ ROUTES: list[tuple[str, str, Any, set[str]]] = [
     ("GET", "/v1/domains/{d}/audit/verify", None, {"auditor"}),
     ("POST", "/v1/domains/{d}/events", [], {"issuer"}),
     ("POST", "/v1/packs/{d}/lint", "domain: x\n", {"operator"}),
+    ("POST", "/v1/packs/{d}", "PACK", {"operator"}),
+    ("POST", "/v1/domains/{d}/appeals", {"entry": "m1", "reason": "matrix"}, {"subject"}),
+    (
+        "POST",
+        "/v1/domains/{d}/appeals/{a}/decision",
+        {"outcome": "dismissed", "reason": "matrix"},
+        {"reviewer"},
+    ),
+    ("POST", "/v1/domains/{d}/decisions/{x}/confirm", {"reason": "matrix"}, {"reviewer"}),
 ]
 SUBJECT_SCOPED = {
     "/v1/domains/{d}/subjects/{s}/balance",
@@ -163,11 +171,28 @@ def _call(client: TestClient, method: str, path: str, body: Any, token: str | No
 def test_authorisation_matrix(
     client: TestClient, method: str, template: str, body: Any, allowed: set[str]
 ) -> None:
-    report(client, [event("m1", "alice"), event("m2", "bob")])
+    # alice and bob: three graffiti each (-150, below 900: a hearing notice each).
+    report(
+        client,
+        [
+            event(f"m{i}", who, at=f"2026-01-0{i % 3 + 2}")
+            for i, who in enumerate(["alice", "bob"] * 3, start=1)
+        ],
+    )
+    appeal = client.post(
+        f"/v1/domains/{CIVIC}/appeals",
+        headers=auth(f"{CIVIC}:subject"),
+        json={"entry": "m3", "reason": "x"},
+    ).json()["id"]
+    decision = client.get(
+        f"/v1/domains/{CIVIC}/decisions", headers=auth(f"{CIVIC}:reviewer")
+    ).json()["items"][0]["id"]
+    if body == "PACK":
+        body = (ROOT / "examples" / "packs" / "civic-code.yaml").read_text(encoding="utf-8")
     leaks = []
     for token, who in [*TOKENS.items(), (None, None)]:
         for target in ("alice", "bob"):
-            path = template.format(d=CIVIC, s=target)
+            path = template.format(d=CIVIC, s=target, a=appeal, x=decision)
             r = _call(client, method, path, body, token)
             own = who is not None and (
                 who.role != "subject" or who.subject == target or template not in SUBJECT_SCOPED
@@ -198,12 +223,14 @@ def test_a_subject_sees_only_its_own_decisions_and_appeals(client: TestClient) -
 def test_every_route_in_the_openapi_document_is_exercised_here(client: TestClient) -> None:
     doc = client.get("/openapi.json").json()
     paths = set(doc["paths"])
-    exercised = {r[1].replace("{d}", "{domain}").replace("{s}", "{subject}") for r in ROUTES} | {
-        "/v1/packs",
-        "/v1/packs/{domain}",
-        "/v1/domains/{domain}/appeals/{appeal_id}/decision",
-        "/v1/domains/{domain}/decisions/{decision_id}/confirm",
-    }
+    exercised = {
+        r[1]
+        .replace("{d}", "{domain}")
+        .replace("{s}", "{subject}")
+        .replace("{a}", "{appeal_id}")
+        .replace("{x}", "{decision_id}")
+        for r in ROUTES
+    } | {"/v1/packs"}
     assert paths - exercised == set()
 
 

@@ -6,7 +6,7 @@ A real HTTP receiver runs on loopback in a thread.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,7 +18,7 @@ from pointbook.intake import EventIn, RawRecord
 from pointbook.ledger import Ledger
 from pointbook.rules.pack import load_pack_file
 from pointbook.service.webhooks import deliver, verify_signature
-from pointbook.store import SQLiteStore
+from pointbook.store import Store
 
 ROOT = Path(__file__).parent.parent
 SECRET = "s3cret"
@@ -63,8 +63,8 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    led = Ledger(SQLiteStore(tmp_path / "w.db"), now=lambda: datetime(2026, 6, 1, tzinfo=UTC))
+def ledger(store_factory: Callable[[], Store]) -> Iterator[Ledger]:
+    led = Ledger(store_factory(), now=lambda: datetime(2026, 6, 1, tzinfo=UTC))
     led.publish(load_pack_file(ROOT / "examples" / "packs" / "civic-code.yaml"))
     # civic-code: three graffiti (-50 each) take resident r1 from 1000 to 850 < 900: a notice.
     recs = [
@@ -86,7 +86,6 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
     ]
     led.ingest(recs)
     yield led
-    led.close()
 
 
 def test_each_change_is_delivered_once_signed(

@@ -329,6 +329,39 @@ def outbox_ack(
         ledger.close()
 
 
+@outbox_app.command("deliver")
+def outbox_deliver(
+    domain: Annotated[str, typer.Argument()],
+    url: Annotated[str, typer.Option("--url", help="The receiver's webhook URL.")],
+    secret_env: Annotated[
+        str,
+        typer.Option("--secret-env", help="Environment variable holding the shared HMAC secret."),
+    ] = "POINTBOOK_WEBHOOK_SECRET",
+    attempts: Annotated[int, typer.Option("--attempts", min=1, max=20)] = 5,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """POST every pending change (signed, with an idempotency key), retrying with backoff.
+    Exit 1 if some stay queued."""
+    import os
+
+    from pointbook.service.webhooks import deliver
+
+    secret = os.environ.get(secret_env)
+    if not secret:
+        raise typer.BadParameter(
+            f"set the shared secret in ${secret_env}", param_hint="--secret-env"
+        )
+    ledger = open_ledger(db)
+    try:
+        report = deliver(ledger, domain, url, secret, attempts=attempts)
+    finally:
+        ledger.close()
+    console.print(f"delivered {report.delivered} · still queued {report.failed}")
+    if report.failed:
+        err_console.print(f"last error: {e(report.last_error)}")
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(appeal_app, name="appeal")
     app.add_typer(audit_app, name="audit")
