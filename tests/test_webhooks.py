@@ -18,7 +18,7 @@ from pointbook.intake import EventIn, RawRecord
 from pointbook.ledger import Ledger
 from pointbook.rules.pack import load_pack_file
 from pointbook.service.webhooks import deliver, verify_signature
-from pointbook.store import Store
+from pointbook.store import SQLiteStore, Store
 
 ROOT = Path(__file__).parent.parent
 SECRET = "s3cret"
@@ -142,3 +142,56 @@ def test_a_wrong_secret_fails_the_receivers_check() -> None:
     body = b'{"a":1}'
     assert not verify_signature(SECRET, "100", body, sign("other", 100, body))
     assert verify_signature(SECRET, "100", body, sign(SECRET, 100, body))
+
+
+def test_the_cli_delivers_with_the_secret_from_the_environment(
+    tmp_path: Path, receiver: tuple[Receiver, str]
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    state, url = receiver
+    db = tmp_path / "cli.db"
+    led = Ledger(SQLiteStore(db))
+    led.publish(load_pack_file(ROOT / "examples" / "packs" / "civic-code.yaml"))
+    led.ingest(
+        [
+            RawRecord(
+                i,
+                "",
+                EventIn.model_validate(
+                    {
+                        "id": f"g{i}",
+                        "domain": "civic-code",
+                        "subject": "r1",
+                        "type": "graffiti",
+                        "occurred_at": f"2025-01-0{i}",
+                    }
+                ),
+                None,
+            )
+            for i in range(1, 4)
+        ]
+    )
+    led.close()
+    base = [
+        sys.executable,
+        "-m",
+        "pointbook",
+        "outbox",
+        "deliver",
+        "civic-code",
+        "--url",
+        url,
+        "--db",
+        str(db),
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "POINTBOOK_WEBHOOK_SECRET"}
+    missing = subprocess.run(base, capture_output=True, text=True, env=env)
+    assert missing.returncode == 2 and "POINTBOOK_WEBHOOK_SECRET" in missing.stderr
+    done = subprocess.run(
+        base, capture_output=True, text=True, env={**env, "POINTBOOK_WEBHOOK_SECRET": SECRET}
+    )
+    assert done.returncode == 0, done.stderr
+    assert [c["ok"] for c in state.calls] == [True]
