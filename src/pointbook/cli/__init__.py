@@ -21,6 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+from pointbook.cli import analytics as _analytics  # noqa: E402
 from pointbook.cli import demo as _demo  # noqa: E402
 from pointbook.cli import pack as _pack  # noqa: E402
 from pointbook.cli import process as _process  # noqa: E402
@@ -32,6 +33,7 @@ _records.register(app)
 _demo.register(app)
 _process.register(app)
 _serve.register(app)
+_analytics.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,375 @@
+"""What-if: replay a domain's stored events under a candidate pack, touching nothing.
+
+The candidate's versions replace the domain's published versions for the replay. Its first
+version is taken as in force from the domain's first published version (or from its own
+``effective_from`` if that is earlier), so that every stored event is judged by it; later
+versions in the candidate file keep their own dates. The baseline is the same replay under
+the published versions, so both sides see exactly the same events (``--from``/``--to``
+restrict which events are replayed, on both sides) and the same appeals.
+
+Points are compared as of ``as_of`` (the end of ``--to``, else now); decisions are those
+triggered by then, matched by their id (a function of subject, threshold, level and instant),
+and decisions cancelled by an upheld appeal are left out on both sides, as the ledger does.
+
+Events whose details were erased after retention keep the entries they produced when they were
+judged (there are no attributes left to judge again): they count the same on both sides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pointbook.analytics.privacy import DEFAULT_K, Cell, Shown, protect, protect_one
+from pointbook.engine import Event, SubjectState, evaluate_subject
+from pointbook.errors import PointbookError
+from pointbook.ledger import Ledger
+from pointbook.rules.pack import PackVersion, version_at
+
+__all__ = [
+    "AnalyticsError",
+    "WhatIf",
+    "counting_by_rule",
+    "prepare_candidate",
+    "run_whatif",
+    "whatif_view",
+]
+
+
+class AnalyticsError(PointbookError):
+    """A what-if, report or oversight question that cannot be answered as asked."""
+
+
+@dataclass
+class WhatIf:
+    """The raw outcome of a replay. Holds subject-level data: never shown as such; see
+    :func:`whatif_view` for the protected aggregate."""
+
+    domain: str
+    as_of: datetime
+    start: datetime | None
+    end: datetime | None
+    baseline_versions: list[str]
+    candidate_versions: list[str]
+    subjects: int = 0
+    events: int = 0
+    changes: dict[str, int] = field(default_factory=dict)  # subject -> after - before
+    affected: set[str] = field(default_factory=set)  # any entry's applied points or decision
+    appeared_kind: dict[str, str] = field(default_factory=dict)
+    appeared_subject: dict[str, str] = field(default_factory=dict)
+    disappeared_kind: dict[str, str] = field(default_factory=dict)
+    disappeared_subject: dict[str, str] = field(default_factory=dict)
+    rules_before: dict[str, tuple[int, set[str]]] = field(default_factory=dict)
+    rules_after: dict[str, tuple[int, set[str]]] = field(default_factory=dict)
+    rule_subjects_changed: dict[str, set[str]] = field(default_factory=dict)
+    rule_changes: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def appeared_by_kind(self) -> dict[str, int]:
+        return dict(Counter(self.appeared_kind.values()))
+
+    def disappeared_by_kind(self) -> dict[str, int]:
+        return dict(Counter(self.disappeared_kind.values()))
+
+
+def prepare_candidate(
+    published: Sequence[PackVersion], candidate: Sequence[PackVersion]
+) -> list[PackVersion]:
+    """The candidate's versions as the replay uses them (see the module docstring)."""
+    if not candidate:
+        raise AnalyticsError("the candidate file holds no pack version")
+    first = published[0]
+    for v in candidate:
+        if v.domain != first.domain:
+            raise AnalyticsError(
+                f"the candidate is a pack for domain {v.domain!r}, not {first.domain!r}"
+            )
+        if v.scheme.kind != first.scheme.kind or v.spec.timezone != first.spec.timezone:
+            raise AnalyticsError(
+                "the candidate changes the scheme kind or time zone: its figures could not be "
+                "compared with the domain's"
+            )
+    out = sorted(candidate, key=lambda v: v.effective_from)
+    if out[0].effective_from > first.effective_from:
+        out[0] = dataclasses.replace(out[0], effective_from=first.effective_from)
+    return out
+
+
+def counting_by_rule(state: SubjectState) -> dict[str, int]:
+    """Points each rule contributes to the figure as of the state's time (counting entries)."""
+    out: dict[str, int] = defaultdict(int)
+    for st in state.entries:
+        if st.counts:
+            out[st.entry.rule_id] += st.applied
+    return dict(out)
+
+
+def _rule_changes(before: PackVersion | None, after: PackVersion | None) -> list[dict[str, Any]]:
+    """What the candidate changes in the rules and thresholds in force at as_of."""
+    if before is None or after is None:
+        return []
+    out: list[dict[str, Any]] = []
+    fields = ("event", "points", "when", "counts_for", "daily_cap", "requires_evidence")
+    b = {r.id: r for r in before.spec.rules}
+    a = {r.id: r for r in after.spec.rules}
+    for rid in sorted(b.keys() | a.keys()):
+        if rid not in a:
+            out.append({"rule": rid, "change": "removed"})
+        elif rid not in b:
+            out.append({"rule": rid, "change": "added", "points": _plain(a[rid].points)})
+        else:
+            diffs = {
+                f: {"before": _plain(getattr(b[rid], f)), "after": _plain(getattr(a[rid], f))}
+                for f in fields
+                if getattr(b[rid], f) != getattr(a[rid], f)
+            }
+            if diffs:
+                out.append({"rule": rid, "change": "changed", "fields": diffs})
+    bt = {t.id: t for t in before.spec.thresholds}
+    at = {t.id: t for t in after.spec.thresholds}
+    for tid in sorted(bt.keys() | at.keys()):
+        if bt.get(tid) != at.get(tid):
+            kind = "removed" if tid not in at else "added" if tid not in bt else "changed"
+            out.append({"threshold": tid, "change": kind})
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    return str(value)
+
+
+def _live(state: SubjectState, cancelled: set[str]) -> dict[str, str]:
+    return {d.id: d.kind for d in state.decisions if d.id not in cancelled}
+
+
+def _in_window(e: Event, start: datetime | None, end: datetime | None) -> bool:
+    return (start is None or e.occurred_at >= start) and (end is None or e.occurred_at <= end)
+
+
+def run_whatif(
+    ledger: Ledger,
+    domain: str,
+    candidate: Sequence[PackVersion],
+    as_of: datetime | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    chunk: int = 500,
+) -> WhatIf:
+    """Replay every subject of ``domain`` under its versions and under ``candidate``."""
+    t0 = time.perf_counter()
+    published = ledger.require_domain(domain)
+    versions = prepare_candidate(published, candidate)
+    when = as_of or end or ledger.now()
+    out = WhatIf(
+        domain,
+        when,
+        start,
+        end,
+        [v.version for v in published],
+        [v.version for v in versions],
+    )
+    before_rules: dict[str, list[Any]] = defaultdict(lambda: [0, set()])
+    after_rules: dict[str, list[Any]] = defaultdict(lambda: [0, set()])
+    subjects = ledger.store.subjects(domain)
+    for i in range(0, len(subjects), chunk):
+        part = subjects[i : i + chunk]
+        events = ledger.store.subject_events(domain, part)
+        appeals = ledger.store.appeals(domain, part)
+        for subject in part:
+            evs = [e for e in events.get(subject, []) if _in_window(e, start, end)]
+            if not evs:
+                continue
+            aps = appeals.get(subject, [])
+            cancelled = {a.decision_id for a in aps if a.outcome == "upheld" and a.decision_id}
+            b = evaluate_subject(published, evs, when, subject=subject, appeals=aps)
+            a = evaluate_subject(versions, evs, when, subject=subject, appeals=aps)
+            out.subjects += 1
+            out.events += sum(1 for e in evs if e.occurred_at <= when)
+            if a.points != b.points:
+                out.changes[subject] = a.points - b.points
+            bd, ad = _live(b, cancelled), _live(a, cancelled)
+            if (
+                a.points != b.points
+                or bd != ad
+                or [x.applied for x in a.entries] != [x.applied for x in b.entries]
+            ):
+                out.affected.add(subject)
+            for did in ad.keys() - bd.keys():
+                out.appeared_kind[did] = ad[did]
+                out.appeared_subject[did] = subject
+            for did in bd.keys() - ad.keys():
+                out.disappeared_kind[did] = bd[did]
+                out.disappeared_subject[did] = subject
+            br, ar = counting_by_rule(b), counting_by_rule(a)
+            for rid, pts in br.items():
+                before_rules[rid][0] += pts
+                before_rules[rid][1].add(subject)
+            for rid, pts in ar.items():
+                after_rules[rid][0] += pts
+                after_rules[rid][1].add(subject)
+            for rid in br.keys() | ar.keys():
+                if br.get(rid, 0) != ar.get(rid, 0):
+                    out.rule_subjects_changed.setdefault(rid, set()).add(subject)
+    out.rules_before = {k: (v[0], v[1]) for k, v in before_rules.items()}
+    out.rules_after = {k: (v[0], v[1]) for k, v in after_rules.items()}
+    out.rule_changes = _rule_changes(version_at(published, when), version_at(versions, when))
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _bins(values: Sequence[int], max_bins: int = 10) -> list[tuple[str, int, int]]:
+    """(label, low, high) bins covering the values: one per value when few, else equal width."""
+    if not values:
+        return []
+    lo, hi = min(values), max(values)
+    distinct = sorted(set(values))
+    if len(distinct) <= max_bins:
+        return [(f"{v:+d}", v, v) for v in distinct]
+    width = max(1, -(-(hi - lo + 1) // max_bins))
+    out = []
+    x = lo
+    while x <= hi:
+        out.append((f"{x:+d} to {x + width - 1:+d}", x, x + width - 1))
+        x += width
+    return out
+
+
+def change_distribution(changes: Mapping[str, int]) -> dict[str, Cell]:
+    """Subjects per band of change (each band a cell)."""
+    cells: dict[str, Cell] = {}
+    for label, lo, hi in _bins(list(changes.values())):
+        n = sum(1 for v in changes.values() if lo <= v <= hi)
+        cells[label] = Cell(n, n)
+    return cells
+
+
+def _by_kind(kinds: Mapping[str, str], subjects: Mapping[str, str]) -> dict[str, Cell]:
+    found: dict[str, list[str]] = defaultdict(list)
+    for did, kind in kinds.items():
+        found[kind].append(subjects[did])
+    return {kind: Cell.of(len(subj), subj) for kind, subj in sorted(found.items())}
+
+
+def whatif_view(w: WhatIf, k: int = DEFAULT_K) -> dict[str, Any]:
+    """The protected aggregate: JSON-ready, no subject id, no cell under k subjects."""
+    changed = list(w.changes.values())
+    n = len(changed)
+    summary: dict[str, Shown] = {
+        "subjects_replayed": protect_one(Cell(w.subjects, w.subjects), k),
+        "subjects_changed": protect_one(Cell(n, n), k),
+        "subjects_affected_at_any_time": protect_one(Cell(len(w.affected), len(w.affected)), k),
+    }
+    if n:
+        summary["mean_change"] = protect_one(Cell(round(statistics.fmean(changed), 2), n), k)
+        summary["median_change"] = protect_one(Cell(statistics.median(changed), n), k)
+    rules = sorted(w.rules_before.keys() | w.rules_after.keys())
+    before = protect(
+        {
+            r: Cell.of(w.rules_before.get(r, (0, set()))[0], w.rules_before.get(r, (0, set()))[1])
+            for r in rules
+        },
+        k,
+    )
+    after = protect(
+        {
+            r: Cell.of(w.rules_after.get(r, (0, set()))[0], w.rules_after.get(r, (0, set()))[1])
+            for r in rules
+        },
+        k,
+    )
+    moved = protect({r: Cell.of(len(s), s) for r, s in sorted(w.rule_subjects_changed.items())}, k)
+    drivers = []
+    for r in rules:
+        diff = w.rules_after.get(r, (0, set()))[0] - w.rules_before.get(r, (0, set()))[0]
+        if r in w.rule_subjects_changed:
+            nsub = len(w.rule_subjects_changed[r])
+            drivers.append(
+                {
+                    "rule": r,
+                    "points_difference": protect_one(Cell(diff, nsub), k),
+                    "subjects_changed": moved[r],
+                    "_order": abs(diff),
+                }
+            )
+    drivers.sort(key=lambda d: -int(d.pop("_order")))
+    return {
+        "domain": w.domain,
+        "as_of": w.as_of.isoformat(),
+        "from": w.start.isoformat() if w.start else None,
+        "to": w.end.isoformat() if w.end else None,
+        "k": k,
+        "published_versions": w.baseline_versions,
+        "candidate_versions": w.candidate_versions,
+        "summary": summary,
+        "change_distribution": protect(change_distribution(w.changes), k),
+        "decisions_appearing": protect(_by_kind(w.appeared_kind, w.appeared_subject), k),
+        "decisions_disappearing": protect(_by_kind(w.disappeared_kind, w.disappeared_subject), k),
+        "points_by_rule": {r: {"before": before[r], "after": after[r]} for r in rules},
+        "drivers": drivers,
+        "rule_changes": w.rule_changes,
+        "seconds": round(w.seconds, 3),
+    }
+
+
+def whatif_html(view: Mapping[str, Any]) -> str:
+    """The what-if view as one self-contained HTML page (plots embedded)."""
+    from pointbook.analytics.report import bar_chart, esc, html_page, img, table
+
+    k = int(view["k"])
+    dist = view["change_distribution"]
+    before = {r: v["before"] for r, v in view["points_by_rule"].items()}
+    after = {r: v["after"] for r, v in view["points_by_rule"].items()}
+    window = f" replaying events from {view['from'] or 'the start'} to {view['to'] or 'now'}"
+    sections = [
+        ("Summary", table(["figure", "value"], list(view["summary"].items()))),
+        (
+            "Change in points",
+            img(bar_chart("Subjects by change in points", dist, "change", "subjects", k), "change")
+            + table(["change", "subjects"], list(dist.items())),
+        ),
+        (
+            "Decisions appearing and disappearing",
+            table(["kind", "appearing"], list(view["decisions_appearing"].items()))
+            + table(["kind", "disappearing"], list(view["decisions_disappearing"].items())),
+        ),
+        (
+            "Points by rule",
+            img(bar_chart("Points by rule, published", before, "rule", "points", k), "before")
+            + img(bar_chart("Points by rule, candidate", after, "rule", "points", k), "after")
+            + table(
+                ["rule", "published", "candidate"],
+                [[r, before[r], after[r]] for r in view["points_by_rule"]],
+            ),
+        ),
+        (
+            "Rules that drive the difference",
+            table(
+                ["rule", "points difference", "subjects changed"],
+                [
+                    [d["rule"], d["points_difference"], d["subjects_changed"]]
+                    for d in view["drivers"]
+                ],
+            )
+            + table(
+                ["rule or threshold", "change"],
+                [[c.get("rule") or c.get("threshold"), c["change"]] for c in view["rule_changes"]],
+            ),
+        ),
+    ]
+    intro = (
+        f"Domain <b>{esc(view['domain'])}</b>: candidate versions "
+        f"{esc(', '.join(view['candidate_versions']))} in place of "
+        f"{esc(', '.join(view['published_versions']))}, as of {esc(view['as_of'])},{esc(window)}. "
+        "Nothing was written to the ledger."
+    )
+    return html_page(f"pointbook what-if: {view['domain']}", intro, sections, k)

@@ -1,0 +1,296 @@
+"""Operators' tools: what-if against a brute-force replay, the report in a real browser,
+issuer oversight, and small-cell suppression in every aggregate."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from pointbook.analytics.oversight import oversight
+from pointbook.analytics.privacy import Cell, protect
+from pointbook.analytics.report import population_report, report_html
+from pointbook.analytics.whatif import run_whatif, whatif_html, whatif_view
+from pointbook.cli import app
+from pointbook.engine import evaluate_subject
+from pointbook.intake import EventIn, RawRecord
+from pointbook.ledger import Ledger
+from pointbook.rules.pack import PackVersion, load_pack_file
+from pointbook.store import SQLiteStore
+
+ROOT = Path(__file__).parent.parent
+PACK = ROOT / "examples" / "packs" / "civic-code.yaml"
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+NOW = datetime(2022, 6, 30, tzinfo=UTC)
+DOMAIN = "civic-code"
+TYPES = [
+    ("littering", 30),
+    ("dog_fouling", 15),
+    ("noise_after_hours", 25),
+    ("illegal_dumping", 12),
+    ("graffiti", 18),
+]
+ISSUERS = ["officer-a", "officer-b", "officer-c", "officer-bad"]
+
+
+def _record(n: int, body: dict[str, Any]) -> RawRecord:
+    return RawRecord(n, json.dumps(body), EventIn.model_validate(body), None)
+
+
+def _events(rng: random.Random) -> Iterator[dict[str, Any]]:
+    kinds = [k for k, _ in TYPES]
+    weights = [w for _, w in TYPES]
+    for i in range(1400):
+        subject = f"r-{rng.randrange(200):03d}"
+        day = datetime(2020, 9, 10, tzinfo=UTC).toordinal() + rng.randrange(620)
+        yield {
+            "id": f"cc-{i:05d}",
+            "domain": DOMAIN,
+            "subject": subject,
+            "type": rng.choices(kinds, weights)[0],
+            "occurred_at": datetime.fromordinal(day).date().isoformat(),
+            "attributes": {},
+            "evidence": f"ref-{i}",
+            "issuer": rng.choice(ISSUERS),
+        }
+    # A rarely-seen issuer: its cells cover fewer than 10 subjects.
+    for j in range(3):
+        yield {
+            "id": f"cc-rare-{j}",
+            "domain": DOMAIN,
+            "subject": f"r-{j:03d}",
+            "type": "littering",
+            "occurred_at": "2021-03-0" + str(j + 1),
+            "attributes": {},
+            "evidence": f"rare-{j}",
+            "issuer": "officer-rare",
+        }
+
+
+@pytest.fixture(scope="module")
+def db_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("analytics") / "town.db"
+
+
+@pytest.fixture(scope="module")
+def ledger(db_path: Path) -> Iterator[Ledger]:
+    path = db_path
+    clock = {"now": datetime(2020, 9, 1, tzinfo=UTC)}
+    led = Ledger(SQLiteStore(path), now=lambda: clock["now"])
+    led.publish_file(PACK)
+    clock["now"] = NOW
+    rng = random.Random(2020)
+    report = led.ingest(_record(n, b) for n, b in enumerate(_events(rng), 1))
+    assert not report.rejected
+    # Appeals: the bad officer's evidence is mostly upheld against, the others' rarely.
+    events = led.store.subject_events(DOMAIN, led.store.subjects(DOMAIN))
+    by_issuer: dict[str, list[tuple[str, str]]] = {}
+    for subject, evs in sorted(events.items()):
+        for e in evs:
+            by_issuer.setdefault(e.issuer or "", []).append((subject, e.id))
+    for issuer in ISSUERS:
+        seen: set[str] = set()
+        picked = []
+        for subject, eid in by_issuer[issuer]:
+            if subject not in seen:
+                seen.add(subject)
+                picked.append((subject, eid))
+        for n, (subject, eid) in enumerate(picked[:30]):
+            a = led.file_appeal(DOMAIN, subject, "not me", event_id=eid)
+            if n < 25:  # the last five stay open
+                upheld = n < 22 if issuer == "officer-bad" else n < 3
+                led.decide_appeal(a.id, "upheld" if upheld else "dismissed", "rev", "checked")
+    yield led
+    led.close()
+
+
+@pytest.fixture(scope="module")
+def candidate(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    text = PACK.read_text(encoding="utf-8")
+    head, tail = text.split("  - id: graffiti\n", 1)
+    tail = tail.replace("    points: -50\n", "    points: -80\n", 1)
+    path = tmp_path_factory.mktemp("cand") / "civic-code-harsher.yaml"
+    path.write_text(head + "  - id: graffiti\n" + tail, encoding="utf-8")
+    return path
+
+
+def _brute_force(ledger: Ledger, cand: list[PackVersion]) -> tuple[int, Counter[str], Counter[str]]:
+    """The what-if written plainly: every subject, both packs, compare."""
+    published = ledger.versions(DOMAIN)
+    changed = 0
+    appeared: Counter[str] = Counter()
+    disappeared: Counter[str] = Counter()
+    for subject in ledger.store.subjects(DOMAIN):
+        events = ledger.store.subject_events(DOMAIN, [subject])[subject]
+        appeals = ledger.store.appeals(DOMAIN, [subject]).get(subject, [])
+        gone = {a.decision_id for a in appeals if a.outcome == "upheld"}
+        before = evaluate_subject(published, events, NOW, subject=subject, appeals=appeals)
+        after = evaluate_subject(cand, events, NOW, subject=subject, appeals=appeals)
+        if before.points != after.points:
+            changed += 1
+        b = {d.id: d.kind for d in before.decisions if d.id not in gone}
+        a = {d.id: d.kind for d in after.decisions if d.id not in gone}
+        appeared.update(a[i] for i in a if i not in b)
+        disappeared.update(b[i] for i in b if i not in a)
+    return changed, appeared, disappeared
+
+
+def test_whatif_counts_match_a_brute_force_replay(ledger: Ledger, candidate: Path) -> None:
+    cand = load_pack_file(candidate)
+    root = ledger.store.audit_root()
+    decisions = ledger.store.current_decisions(DOMAIN)
+    w = run_whatif(ledger, DOMAIN, cand, as_of=NOW)
+    changed, appeared, disappeared = _brute_force(ledger, cand)
+    assert len(w.changes) == changed > 0
+    assert w.appeared_by_kind() == dict(appeared)
+    assert w.disappeared_by_kind() == dict(disappeared)
+    assert appeared["hearing-notice"] > 0, "a harsher graffiti penalty makes new hearing notices"
+    assert all(v < 0 for v in w.changes.values())  # a harsher penalty only lowers balances
+    view = whatif_view(w, k=1)
+    assert view["summary"]["subjects_changed"] == changed
+    assert view["decisions_appearing"] == dict(sorted(appeared.items()))
+    assert view["drivers"][0]["rule"] == "graffiti"
+    assert {"rule": "graffiti", "change": "changed"}.items() <= view["rule_changes"][0].items()
+    # nothing written
+    assert ledger.store.audit_root() == root
+    assert ledger.store.current_decisions(DOMAIN) == decisions
+
+
+def test_whatif_from_to_restricts_the_replayed_events(ledger: Ledger, candidate: Path) -> None:
+    cand = load_pack_file(candidate)
+    tz = ledger.versions(DOMAIN)[0].tz
+    start = datetime(2021, 1, 1, tzinfo=tz)
+    end = datetime(2021, 6, 30, 23, 59, tzinfo=tz)
+    w = run_whatif(ledger, DOMAIN, cand, start=start, end=end)
+    full = run_whatif(ledger, DOMAIN, cand, as_of=NOW)
+    assert w.as_of == end
+    assert 0 < w.events < full.events
+    stored = ledger.store.subject_events(DOMAIN, ledger.store.subjects(DOMAIN))
+    assert w.events == sum(
+        1 for evs in stored.values() for e in evs if start <= e.occurred_at <= end
+    )
+
+
+def test_whatif_cli_json_and_html(
+    ledger: Ledger, db_path: Path, candidate: Path, tmp_path: Path
+) -> None:
+    db = str(db_path)
+    out = tmp_path / "whatif.html"
+    result = CliRunner().invoke(
+        app,
+        [
+            "whatif",
+            DOMAIN,
+            str(candidate),
+            "--db",
+            db,
+            "--to",
+            "2022-06-30",
+            "--json",
+            "--html",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["decisions_appearing"]["hearing-notice"] != 0
+    assert "subject" not in json.dumps(data).replace("subjects", "")
+    page = out.read_text(encoding="utf-8")
+    assert page.count('src="data:image/svg+xml;base64,') == 3
+
+
+def test_small_cells_are_suppressed_in_every_aggregate(
+    ledger: Ledger, db_path: Path, candidate: Path
+) -> None:
+    # whatif JSON
+    w = run_whatif(ledger, DOMAIN, load_pack_file(candidate), as_of=NOW)
+    small = {kind: n for kind, n in w.appeared_by_kind().items()}
+    view = whatif_view(w, k=10_000)
+    assert view["summary"]["subjects_changed"] == "<10000"
+    assert all(v == "<10000" for v in view["decisions_appearing"].values()) and small
+    assert "&lt;10000" in whatif_html(view)
+    # report JSON and HTML: the rare issuer's appeals cover nobody, the weekly expiries few
+    rep = population_report(ledger, DOMAIN, NOW, k=10)
+    flat = json.dumps(rep)
+    assert '"<10"' in flat
+    for week, value in rep["expiring_next_90_days"].items():
+        assert value == 0 or value == "<10" or value >= 10, week
+    page = report_html(rep, oversight(ledger, DOMAIN, NOW, k=10))
+    assert "&lt;10" in page
+    # oversight table: the rare issuer's three events on three subjects
+    over = oversight(ledger, DOMAIN, NOW, k=10)
+    rare = next(r for r in over["issuers"] if r["issuer"] == "officer-rare")
+    assert rare["events"] == "<10" and rare["share_appealed"] == "<10"
+    assert rare["flag"] == "no decided appeals"  # never True or False on hidden cells
+    result = CliRunner().invoke(
+        app, ["oversight", DOMAIN, "--db", str(db_path), "--as-of", "2022-06-30"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "<10" in result.output
+
+
+def test_protect_suppresses_below_k_and_the_cell_a_total_would_give_away() -> None:
+    shown = protect({"a": Cell(40, 40), "b": Cell(3, 3), "c": Cell(12, 12), "d": Cell(0, 0)}, 10)
+    assert shown == {"a": 40, "b": "<10", "c": "<10", "d": 0}
+    assert protect({"x": Cell(-250, 9)}, 10) == {"x": "<10"}
+    assert protect({"x": Cell(-250, 10)}, 10) == {"x": -250}
+
+
+def test_oversight_flags_the_issuer_whose_appeals_are_upheld_far_more(ledger: Ledger) -> None:
+    over = oversight(ledger, DOMAIN, NOW, k=10)
+    flags = {r["issuer"]: r["flag"] for r in over["issuers"]}
+    assert flags["officer-bad"] is True
+    assert [i for i, f in flags.items() if f is True] == ["officer-bad"]
+    bad = next(r for r in over["issuers"] if r["issuer"] == "officer-bad")
+    assert bad["appealed"] == 30 and bad["decided"] == 25 and bad["upheld"] == 22
+    assert bad["share_upheld"] == round(22 / 25, 3)
+
+
+def test_report_html_is_self_contained_and_its_plots_render(ledger: Ledger, tmp_path: Path) -> None:
+    rep = population_report(ledger, DOMAIN, NOW, k=10)
+    page = report_html(rep, oversight(ledger, DOMAIN, NOW, k=10))
+    assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page
+    assert "<script" not in page and "<link" not in page
+    assert page.count("<img ") == 6
+    out = tmp_path / "report.html"
+    out.write_text(page, encoding="utf-8")
+    assert page == report_html(rep, oversight(ledger, DOMAIN, NOW, k=10)), "reproducible"
+    if not CHROMIUM.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must run the browser test: install chromium")
+        pytest.skip("install Debian's chromium package to run the browser check")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page_ = browser.new_page(viewport={"width": 1100, "height": 900})
+            requests: list[str] = []
+            page_.on("request", lambda r: requests.append(r.url))
+            page_.goto(out.as_uri())
+            widths = page_.eval_on_selector_all(
+                "img", "els => els.map(e => e.complete ? e.naturalWidth : 0)"
+            )
+            assert len(widths) == 6 and all(w > 0 for w in widths), widths
+            assert all(u.startswith(("file:", "data:")) for u in requests), requests
+            (ROOT / "docs" / "img").mkdir(exist_ok=True)
+            page_.screenshot(path=str(ROOT / "docs" / "img" / "report.png"), full_page=True)
+        finally:
+            browser.close()
