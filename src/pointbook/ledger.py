@@ -28,7 +28,6 @@ from pointbook.errors import (
     ConflictError,
     EventError,
     InvalidTimeError,
-    PointbookError,
     PublishError,
     UnknownDomainError,
 )
@@ -473,6 +472,3 @@ def _conflict(event_id: str, where: str) -> str:
         f"event id {event_id!r} was already reported ({where}) with different content; an id is "
         "reported once: send a new id for a new event"
     )
-
-
-__all__ += ["PointbookError"]

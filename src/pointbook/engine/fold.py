@@ -547,8 +547,8 @@ class _Fold:
         before = st.figure
         if kind == "apply":
             _, item, version, clocks_from = payload
-            if not self.terminal_blocks_apply():
-                self.apply_entry(item, version, at, clocks_from)
+            # A final entry applies even after a terminal decision (clamped like any step).
+            self.apply_entry(item, version, at, clocks_from)
             return
         if kind == "suspend":
             _, item, appeal = payload
@@ -650,9 +650,6 @@ class _Fold:
                 self.open_decision(th, 0, at, f"{_describe(th)} since {self.fmt(since)}")
             return
         self.check_thresholds(at, "a time-driven change", before)
-
-    def terminal_blocks_apply(self) -> bool:
-        return False  # a final entry still applies after a terminal decision (clamped)
 
     def suspend(self, at: datetime, item: _Item, appeal: Appeal) -> None:
         if item.applied_at is None or item.settled_at is not None or item.suspended:

@@ -248,7 +248,6 @@ def create_app(
                     f"item {rec.line}: domain {rec.event.domain!r} is not {domain!r}",
                 )
         with locked() as led:
-            before = {r.line for r in records}
             report = led.ingest(records)
         rejected = {r.line: r for r in report.rejected}
         items = []
@@ -272,7 +271,6 @@ def create_app(
                         "status": "accepted",
                     }
                 )
-        del before
         return {
             "accepted": report.accepted,
             "duplicates": report.duplicates,
