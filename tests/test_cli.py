@@ -1011,3 +1011,17 @@ def test_malformed_as_of_is_a_usage_error(civic_db: Path, value: str) -> None:
     # A malformed option value is a usage error (exit 2), like `ingest --format xml`.
     out = failed(pb("balance", "civic-code", "subject-alice", "--as-of", value, db=civic_db), 2)
     assert value in out
+
+
+def test_demo_runs_small_is_reproducible_and_prints_tokens(tmp_path: Path) -> None:
+    """`pointbook demo` (without serving): packs published, a seeded population ingested,
+    a summary, and demo tokens that really open the portal's doors."""
+    db = tmp_path / "demo.db"
+    packs = Path(__file__).parent.parent / "examples" / "packs"
+    args = ("demo", "--no-serve", "--subjects", "200", "--events", "3000", "--packs", packs)
+    first = ok(pb(*args, db=db))
+    assert "accepted 3,000 · duplicates 0 · rejected 0" in first.stdout
+    assert "Demo tokens for" in first.stdout and "pb_" in first.stdout
+    again = ok(pb(*args, db=db))
+    assert "accepted 0 · duplicates 3,000 · rejected 0" in again.stdout
+    assert ok(pb("audit", "verify", db=db)).returncode == 0
