@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DB ?= pointbook.db
 
-.PHONY: demo test lint check clean
+.PHONY: demo test lint check clean bench
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "pointbook needs Python 3.11 or newer")'
@@ -34,6 +34,11 @@ lint: $(VENV)/.installed-test
 	$(BIN)/mypy
 
 check: lint test
+
+## bench: a modest benchmark run (SQLite; see docs/benchmarks.md for larger ones)
+bench: $(VENV)/.installed
+	$(BIN)/pointbook bench ingest --events 50000 --subjects 5000
+	$(BIN)/pointbook bench recompute --events 50000 --subjects 5000
 
 clean:
 	rm -rf $(VENV) demo-data $(DB) $(DB)-wal $(DB)-shm

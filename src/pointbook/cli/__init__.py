@@ -22,6 +22,7 @@ app = typer.Typer(
 )
 
 from pointbook.cli import analytics as _analytics  # noqa: E402
+from pointbook.cli import bench as _bench  # noqa: E402
 from pointbook.cli import demo as _demo  # noqa: E402
 from pointbook.cli import pack as _pack  # noqa: E402
 from pointbook.cli import process as _process  # noqa: E402
@@ -34,6 +35,7 @@ _demo.register(app)
 _process.register(app)
 _serve.register(app)
 _analytics.register(app)
+app.add_typer(_bench.app, name="bench")
 
 
 def main() -> None:

@@ -1,0 +1,162 @@
+"""`pointbook bench`: measurements of the engine against baselines measured in the same run.
+
+Shared here: the seeded workload over the `fr-driving` and `forum` reference packs, fresh
+stores for one run (a SQLite file in a temporary folder, or a fresh PostgreSQL schema dropped
+afterwards), and the process's peak resident memory. Nothing here asserts a speed: the
+figures are printed, and docs/benchmarks.md records what one machine measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pointbook.demo import GENERATORS, START, packs_dir
+from pointbook.ledger import Ledger
+from pointbook.store.base import Store
+
+__all__ = [
+    "BACKENDS",
+    "DOMAINS",
+    "PG_DEFAULT",
+    "drop_schema",
+    "fresh_store",
+    "generate_workload",
+    "new_schema",
+    "open_ledger",
+    "peak_rss_mb",
+    "pg_url",
+    "write_workload",
+]
+
+BACKENDS = ("sqlite", "postgres")
+PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+# domain -> (pack file, share of subjects, share of events)
+DOMAINS: dict[str, tuple[str, float, float]] = {
+    "fr-driving": ("fr-driving.yaml", 0.5, 0.1),
+    "forum": ("forum-reputation.yaml", 0.5, 0.9),
+}
+DAYS = 5 * 365 + 1  # 2021-01-01 .. 2025-12-31, as the demo
+
+
+def pg_url() -> str:
+    """The PostgreSQL server the benchmarks use: $POINTBOOK_BENCH_PG or the local default."""
+    return os.environ.get("POINTBOOK_BENCH_PG", PG_DEFAULT)
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident set so far, in MiB (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def generate_workload(
+    events: int, subjects: int, seed: int, late_fraction: float = 0.0
+) -> list[dict[str, Any]]:
+    """The workload's events in file order: by date, then ``late_fraction`` of them moved to
+    a later place in the file (late arrivals). The events themselves depend only on
+    ``events``, ``subjects`` and ``seed``: the same events whatever the late fraction."""
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    for domain, (_, subj_share, ev_share) in DOMAINS.items():
+        n_subj = max(1, round(subjects * subj_share))
+        n_ev = round(events * ev_share) if domain == "forum" else events - round(events * 0.9)
+        weights = [min(rng.paretovariate(1.5), 12.0) for _ in range(n_subj)]
+        names = [f"{domain[:2]}-{i:06d}" for i in range(n_subj)]
+        chosen = rng.choices(names, weights=weights, k=n_ev)
+        gen = GENERATORS[domain]
+        for i, subject in enumerate(chosen):
+            body = gen(rng, subject)
+            day = START + timedelta(days=rng.randrange(DAYS))
+            if domain == "forum":
+                t = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(
+                    seconds=rng.randrange(86400)
+                )
+                occurred = t.isoformat().replace("+00:00", "Z")
+            else:
+                occurred = day.isoformat()
+            out.append(
+                {
+                    "id": f"{domain}-{i:08d}",
+                    "domain": domain,
+                    "subject": subject,
+                    "type": body["type"],
+                    "occurred_at": occurred,
+                    "attributes": body["attributes"],
+                    "evidence": f"ref-{rng.randrange(10**8):08d}",
+                    "issuer": f"{domain}-issuer-{rng.randrange(5)}",
+                }
+            )
+    out.sort(key=lambda e: (e["occurred_at"][:10], e["id"]))
+    if late_fraction > 0 and out:
+        late = random.Random(seed + 1)
+        n = len(out)
+        keys = [float(i) for i in range(n)]
+        for i in late.sample(range(n), round(n * late_fraction)):
+            keys[i] = i + late.randrange(1, max(2, n // 10)) + 0.5
+        order = sorted(range(n), key=keys.__getitem__)
+        out = [out[i] for i in order]
+    return out
+
+
+def write_workload(path: Path, events: list[dict[str, Any]]) -> int:
+    with path.open("w", encoding="utf-8") as f:
+        for event in events:
+            f.write(json.dumps(event, separators=(",", ":")) + "\n")
+    return len(events)
+
+
+def new_schema(prefix: str = "pb_bench") -> str:
+    return f"{prefix}_{secrets.token_hex(6)}"
+
+
+def drop_schema(schema: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    from pointbook.store.postgres import split_url
+
+    with psycopg.connect(split_url(pg_url())[0], autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@contextmanager
+def fresh_store(backend: str, folder: Path, name: str = "engine") -> Iterator[Store]:
+    """An empty store for one run: a new SQLite file in ``folder``, or a new PostgreSQL schema
+    (dropped with everything in it afterwards)."""
+    if backend == "sqlite":
+        from pointbook.store.sqlite import SQLiteStore
+
+        sqlite_store = SQLiteStore(folder / f"{name}.db")
+        try:
+            yield sqlite_store
+        finally:
+            sqlite_store.close()
+        return
+    from pointbook.store.postgres import PostgresStore
+
+    schema = new_schema()
+    try:
+        pg_store = PostgresStore(pg_url(), schema=schema)
+        try:
+            yield pg_store
+        finally:
+            pg_store.close()
+    finally:
+        drop_schema(schema)
+
+
+def open_ledger(store: Store) -> Ledger:
+    """A ledger on ``store`` with the workload's packs published."""
+    ledger = Ledger(store)
+    folder = packs_dir()
+    for pack_file, _, _ in DOMAINS.values():
+        ledger.publish_file(folder / pack_file)
+    return ledger

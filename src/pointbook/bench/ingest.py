@@ -1,0 +1,193 @@
+"""`bench ingest`: the whole ingest path timed end to end, with two baselines from the same run.
+
+- the engine: a JSON Lines file into a fresh store through `Ledger.ingest` (parse, validate,
+  judge, entries, durable commit per batch, decisions refreshed), the packs published first;
+- raw insert: the same number of rows shaped like `pb_events` inserted with the backend's
+  fastest path and no engine (SQLite executemany, one transaction per batch; PostgreSQL binary
+  COPY, one transaction per batch), rows built before the clock starts;
+- naive: bench/naive.py, one event per transaction, on a prefix of the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pointbook.bench import (
+    DOMAINS,
+    drop_schema,
+    fresh_store,
+    generate_workload,
+    new_schema,
+    open_ledger,
+    peak_rss_mb,
+    pg_url,
+    write_workload,
+)
+from pointbook.bench.naive import run_naive
+from pointbook.dates import parse_instant, to_micros
+from pointbook.intake import read_records
+
+__all__ = ["SAMPLE_AS_OF", "raw_rows", "run_ingest", "time_raw_insert"]
+
+# Balances reported for a few subjects, to compare runs (not timed).
+SAMPLE_AS_OF = datetime(2023, 7, 1, tzinfo=UTC)
+SAMPLE_PER_DOMAIN = 5
+Row = tuple[Any, ...]
+
+_EVENTS_DDL = [
+    "CREATE TABLE raw_events (domain TEXT NOT NULL, id TEXT NOT NULL, subject TEXT NOT NULL,"
+    " type TEXT NOT NULL, occurred_us {int} NOT NULL, attributes TEXT NOT NULL, evidence TEXT,"
+    " issuer TEXT, content_hash TEXT NOT NULL, received_us {int} NOT NULL, incident TEXT,"
+    " salt TEXT, erased_us {int}, PRIMARY KEY (domain, id)){suffix}",
+    "CREATE INDEX raw_events_subject ON raw_events (domain, subject, occurred_us)",
+]
+
+
+def raw_rows(path: Path) -> list[Row]:
+    """Rows of the shape of `pb_events` (13 columns) for every line of the file."""
+    from zoneinfo import ZoneInfo
+
+    utc = ZoneInfo("UTC")
+    now = to_micros(datetime.now(UTC))
+    out: list[Row] = []
+    with path.open("rb") as f:
+        for line in f:
+            e = json.loads(line)
+            out.append(
+                (
+                    e["domain"],
+                    e["id"],
+                    e["subject"],
+                    e["type"],
+                    to_micros(parse_instant(e["occurred_at"], utc)),
+                    json.dumps(e["attributes"], sort_keys=True),
+                    e.get("evidence"),
+                    e.get("issuer"),
+                    hashlib.sha256(line).hexdigest(),
+                    now,
+                    None,
+                    secrets.token_hex(16),
+                    None,
+                )
+            )
+    return out
+
+
+def _batches(found: Sequence[Row], size: int) -> list[Sequence[Row]]:
+    return [found[i : i + size] for i in range(0, len(found), size)]
+
+
+def time_raw_insert(found: Sequence[Row], backend: str, folder: Path, batch_size: int) -> float:
+    """Seconds to insert ``found`` into a fresh table shaped like pb_events, no engine."""
+    if backend == "sqlite":
+        conn = sqlite3.connect(folder / "raw.db", isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            for ddl in _EVENTS_DDL:
+                conn.execute(ddl.format(int="INTEGER", suffix=" WITHOUT ROWID"))
+            insert = f"INSERT INTO raw_events VALUES ({', '.join('?' * 13)})"
+            t0 = time.perf_counter()
+            for batch in _batches(found, batch_size):
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(insert, batch)
+                conn.execute("COMMIT")
+            return time.perf_counter() - t0
+        finally:
+            conn.close()
+    import psycopg
+    from psycopg import sql
+
+    from pointbook.store.postgres import split_url
+    from pointbook.store.postgres_db import COPY_TYPES
+
+    schema = new_schema("pb_bench_raw")
+    try:
+        with psycopg.connect(split_url(pg_url())[0], autocommit=True) as pg:
+            pg.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            pg.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            for ddl in _EVENTS_DDL:
+                pg.execute(ddl.replace("TEXT", 'TEXT COLLATE "C"').format(int="BIGINT", suffix=""))
+            t0 = time.perf_counter()
+            for batch in _batches(found, batch_size):
+                with (
+                    pg.transaction(),
+                    pg.cursor() as cur,
+                    cur.copy("COPY raw_events FROM STDIN (FORMAT BINARY)") as cp,
+                ):
+                    cp.set_types(COPY_TYPES["pb_events"])
+                    for r in batch:
+                        cp.write_row(r)
+            return time.perf_counter() - t0
+    finally:
+        drop_schema(schema)
+
+
+def run_ingest(
+    events: int,
+    subjects: int,
+    backend: str = "sqlite",
+    late_fraction: float = 0.0,
+    seed: int = 2020,
+    naive_cap: int = 5000,
+    batch_size: int = 10_000,
+) -> dict[str, Any]:
+    """One `bench ingest` run; the JSON-ready result."""
+    with tempfile.TemporaryDirectory(prefix="pointbook-bench-") as tmp:
+        folder = Path(tmp)
+        path = folder / "events.jsonl"
+        n = write_workload(path, generate_workload(events, subjects, seed, late_fraction))
+        with fresh_store(backend, folder) as store:
+            ledger = open_ledger(store)
+            t0 = time.perf_counter()
+            with path.open("rb") as f:
+                report = ledger.ingest(read_records(f, "jsonl"), batch_size, refresh=True)
+            seconds = time.perf_counter() - t0
+            rss = peak_rss_mb()  # before the baselines build their own rows
+            balances: dict[str, int] = {}
+            for domain in DOMAINS:
+                for subject in store.subjects(domain)[:SAMPLE_PER_DOMAIN]:
+                    balances[f"{domain}/{subject}"] = ledger.state(
+                        domain, subject, SAMPLE_AS_OF
+                    ).points
+        found = raw_rows(path)
+        raw_seconds = time_raw_insert(found, backend, folder, batch_size)
+        del found
+        naive_events, naive_seconds = run_naive(path, min(n, naive_cap), backend, folder)
+    events_per_s = report.accepted / seconds
+    raw_per_s = n / raw_seconds
+    naive_per_s = naive_events / naive_seconds
+    return {
+        "workload": "ingest",
+        "backend": backend,
+        "events": n,
+        "subjects": subjects,
+        "late_fraction": late_fraction,
+        "seed": seed,
+        "batch_size": batch_size,
+        "accepted": report.accepted,
+        "duplicates": report.duplicates,
+        "rejected": len(report.rejected),
+        "entries": report.entries,
+        "seconds": seconds,
+        "events_per_s": events_per_s,
+        "raw_rows": n,
+        "raw_seconds": raw_seconds,
+        "raw_insert_rows_per_s": raw_per_s,
+        "ratio_to_raw": events_per_s / raw_per_s,
+        "naive_events": naive_events,
+        "naive_seconds": naive_seconds,
+        "naive_events_per_s": naive_per_s,
+        "speedup_vs_naive": events_per_s / naive_per_s,
+        "peak_rss_mb": rss,
+        "balances": balances,
+    }

@@ -1,0 +1,98 @@
+"""`bench recompute`: re-scoring the whole population as of a date, from the ledger.
+
+The engine: `Ledger.states` over every subject of each domain (reads each subject's events and
+folds them: expiries, restorations, caps, clamping, decisions). The baseline, measured in the
+same run: a plain Polars group-by sum of the same entries' deltas per subject, read from
+`pb_entries` (the read is included in its time, as the engine's reads are in its own). The
+baseline answers a simpler question (no clamping, expiry or restoration): it is the floor any
+columnar path could reach, not an equivalent.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pointbook.bench import fresh_store, generate_workload, open_ledger, peak_rss_mb, write_workload
+from pointbook.dates import to_micros
+from pointbook.intake import read_records
+from pointbook.store.base import Store
+
+__all__ = ["DEFAULT_AS_OF", "groupby_sums", "run_recompute"]
+
+DEFAULT_AS_OF = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def groupby_sums(store: Store, as_of: datetime) -> pl.DataFrame:
+    """Per (domain, subject), the sum of the deltas of the entries that occurred by ``as_of``."""
+    conn: Any = getattr(store, "conn")  # noqa: B009 - both stores keep a DB-API connection
+    mark = "%s" if type(store).__name__ == "PostgresStore" else "?"
+    found = conn.execute(
+        f"SELECT domain, subject, delta FROM pb_entries WHERE occurred_us <= {mark}",
+        (to_micros(as_of),),
+    ).fetchall()
+    frame = pl.DataFrame(
+        found, schema={"domain": pl.String, "subject": pl.String, "delta": pl.Int64}, orient="row"
+    )
+    return frame.group_by("domain", "subject").agg(pl.col("delta").sum().alias("points"))
+
+
+def run_recompute(
+    events: int,
+    subjects: int,
+    backend: str = "sqlite",
+    seed: int = 2020,
+    as_of: datetime = DEFAULT_AS_OF,
+    batch_size: int = 10_000,
+) -> dict[str, Any]:
+    """One `bench recompute` run; the JSON-ready result."""
+    with tempfile.TemporaryDirectory(prefix="pointbook-bench-") as tmp:
+        folder = Path(tmp)
+        path = folder / "events.jsonl"
+        n = write_workload(path, generate_workload(events, subjects, seed))
+        with fresh_store(backend, folder) as store:
+            ledger = open_ledger(store)
+            t0 = time.perf_counter()
+            with path.open("rb") as f:
+                report = ledger.ingest(read_records(f, "jsonl"), batch_size, refresh=True)
+            ingest_seconds = time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            scored = 0
+            for domain in store.domains():
+                for _state in ledger.states(domain, as_of):
+                    scored += 1
+            seconds = time.perf_counter() - t0
+            rss = peak_rss_mb()  # before the baseline reads its own rows
+
+            t0 = time.perf_counter()
+            sums = groupby_sums(store, as_of)
+            groupby_seconds = time.perf_counter() - t0
+            entries = int(
+                getattr(store, "conn").execute("SELECT COUNT(*) FROM pb_entries").fetchone()[0]  # noqa: B009
+            )
+    subjects_per_s = scored / seconds
+    groupby_per_s = sums.height / groupby_seconds
+    return {
+        "workload": "recompute",
+        "backend": backend,
+        "events": n,
+        "accepted": report.accepted,
+        "rejected": len(report.rejected),
+        "ingest_seconds": ingest_seconds,
+        "as_of": as_of.isoformat(),
+        "subjects": scored,
+        "entries": entries,
+        "seconds": seconds,
+        "subjects_per_s": subjects_per_s,
+        "groupby_subjects": sums.height,
+        "groupby_seconds": groupby_seconds,
+        "groupby_subjects_per_s": groupby_per_s,
+        "ratio_to_groupby": subjects_per_s / groupby_per_s,
+        "peak_rss_mb": rss,
+    }
