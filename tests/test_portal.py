@@ -78,6 +78,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tokens = {
         hash_token("subject-token"): Principal("subject", "civic-code", "resident-7", "resident-7"),
         hash_token("reviewer-token"): Principal("reviewer", "civic-code", None, "reviewer-ana"),
+        hash_token("auditor-token"): Principal("auditor", "civic-code", None, "auditor-jo"),
     }
     app = create_app(ledger, tokens.get, lambda: NOW)
     with socket.socket() as s:
@@ -124,7 +125,8 @@ def sign_in(page: Any, base: str, token: str) -> None:
     page.goto(f"{base}/signin")
     check_accessibility(page)
     page.get_by_label("Access token").fill(token)
-    page.get_by_role("button", name="Sign in").click()
+    with page.expect_navigation():  # the redirect sets the session cookie: wait for it
+        page.get_by_role("button", name="Sign in").click()
 
 
 def test_public_pages_read_in_plain_words(browser: Any, server: str) -> None:
@@ -157,7 +159,8 @@ def test_contest_then_uphold_restores_the_points(browser: Any, server: str) -> N
     entry.get_by_label("Why is it wrong?").fill(
         "I was abroad that week; the photo shows someone else."
     )
-    entry.get_by_role("button", name="Contest").click()
+    with subject.expect_navigation():
+        entry.get_by_role("button", name="Contest").click()
     assert "appeal was filed" in subject.content()
     # While the appeal is open the contested entry does not count: 945 + 50 = 995.
     assert subject.locator("#points").inner_text() == "995"
@@ -171,7 +174,8 @@ def test_contest_then_uphold_restores_the_points(browser: Any, server: str) -> N
     check_accessibility(reviewer)
     reviewer.screenshot(path=str(IMG / "portal-reviewer-queue.png"), full_page=True)
     reviewer.get_by_label("Reasons (shown to the person)").fill("Travel records confirm the alibi.")
-    reviewer.get_by_role("button", name="Uphold").click()
+    with reviewer.expect_navigation():
+        reviewer.get_by_role("button", name="Uphold").click()
     assert "upheld" in reviewer.content()
     check_accessibility(reviewer)
 
@@ -192,3 +196,20 @@ def test_a_forged_form_is_refused(browser: Any, server: str) -> None:
     assert response.status == 422
     page.reload()
     assert page.locator("#points").inner_text() in ("995", "945")
+
+
+def test_operators_and_auditors_see_aggregates_only(browser: Any, server: str) -> None:
+    """The report in the portal: plots and tables of protected aggregates, no subject id."""
+    page = browser.new_page(viewport=DESKTOP)
+    sign_in(page, server, "auditor-token")
+    assert page.url.endswith("/reports")
+    html = page.content()
+    assert "resident-7" not in html  # never an individual record
+    assert "&lt;10" in html or "<10" in page.inner_text("body")  # one resident: suppressed
+    images = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
+    assert images and all(w > 0 for w in images)
+    check_accessibility(page)
+    denied = browser.new_page()
+    sign_in(denied, server, "subject-token")
+    denied.goto(f"{server}/reports")
+    assert denied.url.endswith("/signin")

@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pointbook.analytics.privacy import DEFAULT_K
 from pointbook.cli.common import (
     DEFAULT_DB,
     AsOfOption,
@@ -26,11 +25,11 @@ from pointbook.errors import InvalidTimeError
 from pointbook.ledger import Ledger
 
 KOption = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--k",
         min=1,
-        help="Suppress every cell covering fewer than k subjects (a per-domain setting is future work).",
+        help="Suppress every cell covering fewer than k subjects; default: the pack's `min_cell` (10).",
     ),
 ]
 HtmlOption = Annotated[
@@ -53,6 +52,13 @@ def _bound(ledger: Ledger, domain: str, value: str | None, end: bool, hint: str)
         raise typer.BadParameter(str(exc), param_hint=hint) from exc
 
 
+def domain_k(ledger: Ledger, domain: str, k: int | None) -> int:
+    """The smallest cell shown: --k if given, else the domain's pack (`min_cell`)."""
+    if k is not None:
+        return k
+    return ledger.require_domain(domain)[-1].spec.min_cell
+
+
 def _table(title: str, header: list[str], rows: list[list[object]]) -> None:
     t = Table(title=title)
     for h in header:
@@ -73,7 +79,7 @@ def whatif(
         typer.Option("--to", help="Replay only events up to this date (and compare as of it)."),
     ] = None,
     db: DbOption = DEFAULT_DB,
-    k: KOption = DEFAULT_K,
+    k: KOption = None,
     html_out: HtmlOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -83,6 +89,7 @@ def whatif(
 
     ledger = open_ledger(db)
     try:
+        k = domain_k(ledger, domain, k)
         versions = load_pack_file(candidate)
         result = run_whatif(
             ledger,
@@ -138,7 +145,7 @@ def report(
     domain: Annotated[str, typer.Argument(help="The domain to report on.")],
     as_of: AsOfOption = None,
     db: DbOption = DEFAULT_DB,
-    k: KOption = DEFAULT_K,
+    k: KOption = None,
     html_out: HtmlOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -148,6 +155,7 @@ def report(
 
     ledger = open_ledger(db)
     try:
+        k = domain_k(ledger, domain, k)
         when = as_of_instant(ledger, domain, as_of)
         rep = population_report(ledger, domain, when, k)
         over = oversight_data(ledger, domain, when, k)
@@ -181,7 +189,7 @@ def oversight(
     domain: Annotated[str, typer.Argument(help="The domain whose issuers are reviewed.")],
     as_of: AsOfOption = None,
     db: DbOption = DEFAULT_DB,
-    k: KOption = DEFAULT_K,
+    k: KOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Per issuer: events reported, share appealed, share upheld, and a flag when far above the domain."""
@@ -190,6 +198,7 @@ def oversight(
 
     ledger = open_ledger(db)
     try:
+        k = domain_k(ledger, domain, k)
         when = as_of_instant(ledger, domain, as_of)
         data = oversight_data(ledger, domain, when, k)
     finally:

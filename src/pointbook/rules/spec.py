@@ -376,6 +376,11 @@ class PackSpec(_Spec):
     appeal_contact: str | None = Field(
         default=None, description="Where a person turns to contest an entry or a decision."
     )
+    min_cell: int = Field(
+        default=10,
+        ge=2,
+        description="Aggregate views never show a cell covering fewer than this many subjects.",
+    )
     erasure_on_request: bool = Field(
         default=False,
         description="Whether a subject's whole record may be erased on request before retention.",

@@ -7,8 +7,8 @@ A token is random; only its SHA-256 is stored. Each token belongs to one domain 
     issuer    reports events to its domain
     reviewer  reads records, decides appeals and confirms decisions in its domain
     subject   reads and contests its own record only
-    auditor   verifies the audit log; never an individual record (aggregate, k-suppressed
-              reports are the operators' CLI tools for now)
+    auditor   verifies the audit log and reads the k-suppressed reports; never an individual
+              record
 """
 
 from __future__ import annotations

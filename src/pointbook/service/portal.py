@@ -165,7 +165,7 @@ def mount_portal(
                 request, "signin.html", 400, title="Sign in", error="The form expired: try again."
             )
         who = token_lookup(hash_token(token.strip()))
-        if who is None or who.role not in ("subject", "reviewer"):
+        if who is None or who.role not in ("subject", "reviewer", "operator", "auditor"):
             return page(
                 request,
                 "signin.html",
@@ -175,7 +175,8 @@ def mount_portal(
             )
         sid = secrets.token_urlsafe(24)
         sessions[sid] = (who, secrets.token_urlsafe(16))
-        response = RedirectResponse("/me" if who.role == "subject" else "/review", status_code=303)
+        landing = {"subject": "/me", "reviewer": "/review"}.get(who.role, "/reports")
+        response = RedirectResponse(landing, status_code=303)
         response.set_cookie(COOKIE, sid, httponly=True, samesite="strict")
         response.delete_cookie(PRE)
         return response
@@ -247,6 +248,22 @@ def mount_portal(
         return RedirectResponse(
             "/me?flash=Your+appeal+was+filed.+A+reviewer+will+decide.", status_code=303
         )
+
+    @app.get("/reports", response_class=HTMLResponse, include_in_schema=False)
+    def reports(request: Request) -> Response:
+        """Operators and auditors: the population report and issuer oversight of their domain,
+        aggregates only, every cell under the pack's `min_cell` suppressed."""
+        who, _ = current(request)
+        if who is None or who.role not in ("operator", "auditor"):
+            return RedirectResponse("/signin", status_code=303)
+        from pointbook.analytics.oversight import oversight as oversight_data
+        from pointbook.analytics.report import population_report, report_html
+
+        with locked() as led:
+            k = led.require_domain(who.domain)[-1].spec.min_cell
+            rep = population_report(led, who.domain, clock(), k)
+            over = oversight_data(led, who.domain, clock(), k)
+        return HTMLResponse(report_html(rep, over))
 
     @app.get("/review", response_class=HTMLResponse, include_in_schema=False)
     def review(request: Request, flash: str | None = None) -> Response:
