@@ -16,6 +16,7 @@ from typing import Any
 from pointbook.dates import parse_instant
 from pointbook.due_process import RecordImport
 from pointbook.engine import (
+    Appeal,
     Decision,
     Entry,
     Event,
@@ -418,22 +419,24 @@ class Ledger(RecordImport):
             versions, events, as_of or self.now(), subject=subject, appeals=appeals
         )
 
-    def states(self, domain: str, as_of: datetime, chunk: int = 500) -> Iterator[SubjectState]:
-        """Every subject of a domain as of a time, folded chunk by chunk."""
-        versions = self.require_domain(domain)
+    def histories(
+        self, domain: str, chunk: int = 500
+    ) -> Iterator[tuple[str, list[Event], list[Appeal]]]:
+        """Every subject of a domain with its events and appeals, read chunk by chunk: the one
+        way population-wide work (reports, what-if, recompute) walks a domain."""
         subjects = self.store.subjects(domain)
         for i in range(0, len(subjects), chunk):
             part = subjects[i : i + chunk]
             events = self.store.subject_events(domain, part)
             appeals = self.store.appeals(domain, part)
             for subject in part:
-                yield evaluate_subject(
-                    versions,
-                    events[subject],
-                    as_of,
-                    subject=subject,
-                    appeals=appeals.get(subject, []),
-                )
+                yield subject, events.get(subject, []), appeals.get(subject, [])
+
+    def states(self, domain: str, as_of: datetime, chunk: int = 500) -> Iterator[SubjectState]:
+        """Every subject of a domain as of a time."""
+        versions = self.require_domain(domain)
+        for subject, events, appeals in self.histories(domain, chunk):
+            yield evaluate_subject(versions, events, as_of, subject=subject, appeals=appeals)
 
     def view(
         self, domain: str, subject: str, as_of: datetime | None = None, explain: bool = False

@@ -42,30 +42,25 @@ def oversight(
     appealed: dict[str, dict[str, str]] = defaultdict(dict)
     decided: dict[str, dict[str, str]] = defaultdict(dict)
     upheld: dict[str, dict[str, str]] = defaultdict(dict)
-    subjects = ledger.store.subjects(domain)
-    for at in range(0, len(subjects), 500):
-        part = subjects[at : at + 500]
-        events = ledger.store.subject_events(domain, part)
-        appeals = ledger.store.appeals(domain, part)
-        for subject in part:
-            issuer_of: dict[str, str] = {}
-            for e in events.get(subject, []):
-                if e.occurred_at <= as_of:
-                    issuer = e.issuer or "(none)"
-                    issuer_of[e.id] = issuer
-                    reported[issuer][e.id] = subject
-            for a in appeals.get(subject, []):
-                if a.event_id is None or a.event_id not in issuer_of:
-                    continue
-                state = a.state(as_of)
-                if state == "not-filed":
-                    continue
-                issuer = issuer_of[a.event_id]
-                appealed[issuer][a.event_id] = subject
-                if state in ("upheld", "dismissed"):
-                    decided[issuer][a.event_id] = subject
-                if state == "upheld":
-                    upheld[issuer][a.event_id] = subject
+    for subject, subject_events, subject_appeals in ledger.histories(domain):
+        issuer_of: dict[str, str] = {}
+        for e in subject_events:
+            if e.occurred_at <= as_of:
+                issuer = e.issuer or "(none)"
+                issuer_of[e.id] = issuer
+                reported[issuer][e.id] = subject
+        for a in subject_appeals:
+            if a.event_id is None or a.event_id not in issuer_of:
+                continue
+            state = a.state(as_of)
+            if state == "not-filed":
+                continue
+            issuer = issuer_of[a.event_id]
+            appealed[issuer][a.event_id] = subject
+            if state in ("upheld", "dismissed"):
+                decided[issuer][a.event_id] = subject
+            if state == "upheld":
+                upheld[issuer][a.event_id] = subject
 
     def cell(d: Mapping[str, str]) -> Cell:
         return Cell.of(len(d), d.values())

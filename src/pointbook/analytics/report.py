@@ -197,44 +197,38 @@ def population_report(
     appeals_rule: dict[tuple[str, str], list[str]] = defaultdict(list)
     appeals_issuer: dict[tuple[str, str], list[str]] = defaultdict(list)
     horizon = as_of + timedelta(days=EXPIRY_DAYS)
-    subjects = ledger.store.subjects(domain)
-    for i in range(0, len(subjects), chunk):
-        part = subjects[i : i + chunk]
-        events = ledger.store.subject_events(domain, part)
-        appeals = ledger.store.appeals(domain, part)
-        for subject in part:
-            aps = appeals.get(subject, [])
-            st = _evaluate(versions, events.get(subject, []), as_of, subject, aps)
-            points[subject] = st.points
-            cancelled = {a.decision_id for a in aps if a.outcome == "upheld" and a.decision_id}
-            for d in st.decisions:
-                if d.id not in cancelled:
-                    decisions[local_date(d.triggered_at, tz).strftime("%Y-%m")].append(subject)
-                    decisions_kind[d.kind].append(subject)
-            for rid, pts in counting_by_rule(st).items():
-                by_rule[rid][0] += pts
-                by_rule[rid][1].add(subject)
-            for es in st.entries:
-                if es.counts and es.ends_at is not None and as_of < es.ends_at <= horizon:
-                    week = min(12, (es.ends_at - as_of).days // 7) + 1
-                    expiring[f"week {week:02d}"].append(subject)
-            rules_of: dict[str, set[str]] = defaultdict(set)
-            for es in st.entries:
-                rules_of[es.entry.event_id].add(es.entry.rule_id)
-            issuer_of = {e.id: e.issuer or "(none)" for e in events.get(subject, [])}
-            kind_of = {d.id: d.kind for d in st.decisions}
-            for a in aps:
-                state = a.state(as_of)
-                if state == "not-filed":
-                    continue
-                if a.event_id is not None:
-                    rules = {a.rule_id} if a.rule_id else rules_of.get(a.event_id, {"(no rule)"})
-                    for r in rules:
-                        appeals_rule[(r, state)].append(subject)
-                    appeals_issuer[(issuer_of.get(a.event_id, "(unknown)"), state)].append(subject)
-                else:
-                    label = f"decision: {kind_of.get(a.decision_id or '', 'decision')}"
-                    appeals_rule[(label, state)].append(subject)
+    for subject, subject_events, aps in ledger.histories(domain, chunk):
+        st = _evaluate(versions, subject_events, as_of, subject, aps)
+        points[subject] = st.points
+        cancelled = {a.decision_id for a in aps if a.outcome == "upheld" and a.decision_id}
+        for d in st.decisions:
+            if d.id not in cancelled:
+                decisions[local_date(d.triggered_at, tz).strftime("%Y-%m")].append(subject)
+                decisions_kind[d.kind].append(subject)
+        for rid, pts in counting_by_rule(st).items():
+            by_rule[rid][0] += pts
+            by_rule[rid][1].add(subject)
+        for es in st.entries:
+            if es.counts and es.ends_at is not None and as_of < es.ends_at <= horizon:
+                week = min(12, (es.ends_at - as_of).days // 7) + 1
+                expiring[f"week {week:02d}"].append(subject)
+        rules_of: dict[str, set[str]] = defaultdict(set)
+        for es in st.entries:
+            rules_of[es.entry.event_id].add(es.entry.rule_id)
+        issuer_of = {e.id: e.issuer or "(none)" for e in subject_events}
+        kind_of = {d.id: d.kind for d in st.decisions}
+        for a in aps:
+            state = a.state(as_of)
+            if state == "not-filed":
+                continue
+            if a.event_id is not None:
+                rules = {a.rule_id} if a.rule_id else rules_of.get(a.event_id, {"(no rule)"})
+                for r in rules:
+                    appeals_rule[(r, state)].append(subject)
+                appeals_issuer[(issuer_of.get(a.event_id, "(unknown)"), state)].append(subject)
+            else:
+                label = f"decision: {kind_of.get(a.decision_id or '', 'decision')}"
+                appeals_rule[(label, state)].append(subject)
     bins = _points_bins(list(points.values()))
     dist = {
         label: Cell.of(n, [s for s, p in points.items() if lo <= p <= hi])

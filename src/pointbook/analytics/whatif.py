@@ -180,46 +180,40 @@ def run_whatif(
     )
     before_rules: dict[str, list[Any]] = defaultdict(lambda: [0, set()])
     after_rules: dict[str, list[Any]] = defaultdict(lambda: [0, set()])
-    subjects = ledger.store.subjects(domain)
-    for i in range(0, len(subjects), chunk):
-        part = subjects[i : i + chunk]
-        events = ledger.store.subject_events(domain, part)
-        appeals = ledger.store.appeals(domain, part)
-        for subject in part:
-            evs = [e for e in events.get(subject, []) if _in_window(e, start, end)]
-            if not evs:
-                continue
-            aps = appeals.get(subject, [])
-            cancelled = {a.decision_id for a in aps if a.outcome == "upheld" and a.decision_id}
-            b = evaluate_subject(published, evs, when, subject=subject, appeals=aps)
-            a = evaluate_subject(versions, evs, when, subject=subject, appeals=aps)
-            out.subjects += 1
-            out.events += sum(1 for e in evs if e.occurred_at <= when)
-            if a.points != b.points:
-                out.changes[subject] = a.points - b.points
-            bd, ad = _live(b, cancelled), _live(a, cancelled)
-            if (
-                a.points != b.points
-                or bd != ad
-                or [x.applied for x in a.entries] != [x.applied for x in b.entries]
-            ):
-                out.affected.add(subject)
-            for did in ad.keys() - bd.keys():
-                out.appeared_kind[did] = ad[did]
-                out.appeared_subject[did] = subject
-            for did in bd.keys() - ad.keys():
-                out.disappeared_kind[did] = bd[did]
-                out.disappeared_subject[did] = subject
-            br, ar = counting_by_rule(b), counting_by_rule(a)
-            for rid, pts in br.items():
-                before_rules[rid][0] += pts
-                before_rules[rid][1].add(subject)
-            for rid, pts in ar.items():
-                after_rules[rid][0] += pts
-                after_rules[rid][1].add(subject)
-            for rid in br.keys() | ar.keys():
-                if br.get(rid, 0) != ar.get(rid, 0):
-                    out.rule_subjects_changed.setdefault(rid, set()).add(subject)
+    for subject, subject_events, aps in ledger.histories(domain, chunk):
+        evs = [e for e in subject_events if _in_window(e, start, end)]
+        if not evs:
+            continue
+        cancelled = {a.decision_id for a in aps if a.outcome == "upheld" and a.decision_id}
+        b = evaluate_subject(published, evs, when, subject=subject, appeals=aps)
+        a = evaluate_subject(versions, evs, when, subject=subject, appeals=aps)
+        out.subjects += 1
+        out.events += sum(1 for e in evs if e.occurred_at <= when)
+        if a.points != b.points:
+            out.changes[subject] = a.points - b.points
+        bd, ad = _live(b, cancelled), _live(a, cancelled)
+        if (
+            a.points != b.points
+            or bd != ad
+            or [x.applied for x in a.entries] != [x.applied for x in b.entries]
+        ):
+            out.affected.add(subject)
+        for did in ad.keys() - bd.keys():
+            out.appeared_kind[did] = ad[did]
+            out.appeared_subject[did] = subject
+        for did in bd.keys() - ad.keys():
+            out.disappeared_kind[did] = bd[did]
+            out.disappeared_subject[did] = subject
+        br, ar = counting_by_rule(b), counting_by_rule(a)
+        for rid, pts in br.items():
+            before_rules[rid][0] += pts
+            before_rules[rid][1].add(subject)
+        for rid, pts in ar.items():
+            after_rules[rid][0] += pts
+            after_rules[rid][1].add(subject)
+        for rid in br.keys() | ar.keys():
+            if br.get(rid, 0) != ar.get(rid, 0):
+                out.rule_subjects_changed.setdefault(rid, set()).add(subject)
     out.rules_before = {k: (v[0], v[1]) for k, v in before_rules.items()}
     out.rules_after = {k: (v[0], v[1]) for k, v in after_rules.items()}
     out.rule_changes = _rule_changes(version_at(published, when), version_at(versions, when))
