@@ -136,6 +136,30 @@ GENERATORS = {
 }
 
 
+def synthetic_event(rng: random.Random, domain: str, event_id: str, subject: str) -> dict[str, Any]:
+    """One synthetic event of ``domain`` for ``subject``: a type and attributes from the
+    domain's generator, a day in the five years (a second of the UTC day for the forum)."""
+    body = GENERATORS[domain](rng, subject)
+    day = _day(rng)
+    if domain == "forum":
+        t = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(
+            seconds=rng.randrange(86400)
+        )
+        occurred = t.isoformat().replace("+00:00", "Z")
+    else:
+        occurred = day.isoformat()
+    return {
+        "id": event_id,
+        "domain": domain,
+        "subject": subject,
+        "type": body["type"],
+        "occurred_at": occurred,
+        "attributes": body["attributes"],
+        "evidence": f"ref-{rng.randrange(10**8):08d}",
+        "issuer": f"{domain}-issuer-{rng.randrange(5)}",
+    }
+
+
 def generate(size: DemoSize) -> Iterator[dict[str, Any]]:
     """The demo's events, in file order (mostly by date, with about 2% late)."""
     rng = random.Random(size.seed)
@@ -147,29 +171,8 @@ def generate(size: DemoSize) -> Iterator[dict[str, Any]]:
         weights = [min(rng.paretovariate(1.5), 12.0) for _ in range(n_subj)]
         subjects = [f"{domain[:2]}-{i:05d}" for i in range(n_subj)]
         chosen = rng.choices(subjects, weights=weights, k=n_ev)
-        gen = GENERATORS[domain]
         for i, subject in enumerate(chosen):
-            body = gen(rng, subject)
-            day = _day(rng)
-            if domain == "forum":
-                t = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(
-                    seconds=rng.randrange(86400)
-                )
-                occurred = t.isoformat().replace("+00:00", "Z")
-            else:
-                occurred = day.isoformat()
-            events.append(
-                {
-                    "id": f"{domain}-{i:07d}",
-                    "domain": domain,
-                    "subject": subject,
-                    "type": body["type"],
-                    "occurred_at": occurred,
-                    "attributes": body["attributes"],
-                    "evidence": f"ref-{rng.randrange(10**8):08d}",
-                    "issuer": f"{domain}-issuer-{rng.randrange(5)}",
-                }
-            )
+            events.append(synthetic_event(rng, domain, f"{domain}-{i:07d}", subject))
     events.sort(key=lambda e: (e["occurred_at"][:10], e["id"]))
     # Late reports: move ~2% of the events to a later place in the file.
     n = len(events)

@@ -15,11 +15,10 @@ import resource
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pointbook.demo import GENERATORS, START, packs_dir
+from pointbook.demo import packs_dir, synthetic_event
 from pointbook.ledger import Ledger
 from pointbook.store.base import Store
 
@@ -44,7 +43,6 @@ DOMAINS: dict[str, tuple[str, float, float]] = {
     "fr-driving": ("fr-driving.yaml", 0.5, 0.1),
     "forum": ("forum-reputation.yaml", 0.5, 0.9),
 }
-DAYS = 5 * 365 + 1  # 2021-01-01 .. 2025-12-31, as the demo
 
 
 def pg_url() -> str:
@@ -71,29 +69,8 @@ def generate_workload(
         weights = [min(rng.paretovariate(1.5), 12.0) for _ in range(n_subj)]
         names = [f"{domain[:2]}-{i:06d}" for i in range(n_subj)]
         chosen = rng.choices(names, weights=weights, k=n_ev)
-        gen = GENERATORS[domain]
         for i, subject in enumerate(chosen):
-            body = gen(rng, subject)
-            day = START + timedelta(days=rng.randrange(DAYS))
-            if domain == "forum":
-                t = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(
-                    seconds=rng.randrange(86400)
-                )
-                occurred = t.isoformat().replace("+00:00", "Z")
-            else:
-                occurred = day.isoformat()
-            out.append(
-                {
-                    "id": f"{domain}-{i:08d}",
-                    "domain": domain,
-                    "subject": subject,
-                    "type": body["type"],
-                    "occurred_at": occurred,
-                    "attributes": body["attributes"],
-                    "evidence": f"ref-{rng.randrange(10**8):08d}",
-                    "issuer": f"{domain}-issuer-{rng.randrange(5)}",
-                }
-            )
+            out.append(synthetic_event(rng, domain, f"{domain}-{i:08d}", subject))
     out.sort(key=lambda e: (e["occurred_at"][:10], e["id"]))
     if late_fraction > 0 and out:
         late = random.Random(seed + 1)
