@@ -194,6 +194,7 @@ def test_a_forged_form_is_refused(browser: Any, server: str) -> None:
         f"{server}/me/contest", form={"entry": "l1#littering", "reason": "x", "csrf": "forged"}
     )
     assert response.status == 422
+    assert "could not be done" in response.text() and "form expired" in response.text()
     page.reload()
     assert page.locator("#points").inner_text() in ("995", "945")
 

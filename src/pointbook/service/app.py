@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -116,7 +116,12 @@ def create_app(
         return _problem(exc.status_code, str(exc.detail), str(exc.detail), request.url.path)
 
     @app.exception_handler(PointbookError)
-    async def on_pointbook(request: Request, exc: PointbookError) -> JSONResponse:
+    async def on_pointbook(request: Request, exc: PointbookError) -> Response:
+        if not request.url.path.startswith("/v1/") and request.method == "POST":
+            # A portal form: answer a page a person can read, with a way back.
+            return HTMLResponse(
+                _form_error(str(exc), request.headers.get("referer")), status_code=422
+            )
         status = 422
         title = "Refused"
         if isinstance(exc, UnknownDomainError):
@@ -418,6 +423,20 @@ def create_app(
 
     mount_portal(app, ledger, token_lookup, clock, locked)
     return app
+
+
+def _form_error(message: str, back: str | None) -> str:
+    from html import escape
+
+    link = escape(back) if back and back.startswith("http") else "/"
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<title>Not done · pointbook</title><link rel="stylesheet" href="/static/portal.css">'
+        '</head><body><main id="main"><h1>That could not be done</h1>'
+        f'<p class="error" role="alert">{escape(message)}</p>'
+        f'<p><a href="{link}">Go back</a></p></main></body></html>'
+    )
 
 
 def _as_lines(raw: bytes) -> bytes:
