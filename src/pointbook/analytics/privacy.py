@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["DEFAULT_K", "Cell", "Shown", "is_suppressed", "marker", "protect"]
 
@@ -71,3 +72,11 @@ def protect_one(cell: Cell, k: int = DEFAULT_K) -> Shown:
 
 
 __all__ += ["protect_one"]
+
+
+def domain_k(ledger: Any, domain: str, k: int | None = None) -> int:
+    """The smallest cell an aggregate of ``domain`` shows: ``k`` if given, else the pack's
+    `min_cell`. The CLI and the portal both ask here, so they cannot disagree."""
+    if k is not None:
+        return k
+    return int(ledger.require_domain(domain)[-1].spec.min_cell)

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from pointbook.analytics.privacy import domain_k
 from pointbook.cli.common import (
     DEFAULT_DB,
     AsOfOption,
@@ -50,13 +51,6 @@ def _bound(ledger: Ledger, domain: str, value: str | None, end: bool, hint: str)
         return parse_instant(value, tz).astimezone(UTC)
     except InvalidTimeError as exc:
         raise typer.BadParameter(str(exc), param_hint=hint) from exc
-
-
-def domain_k(ledger: Ledger, domain: str, k: int | None) -> int:
-    """The smallest cell shown: --k if given, else the domain's pack (`min_cell`)."""
-    if k is not None:
-        return k
-    return ledger.require_domain(domain)[-1].spec.min_cell
 
 
 def _table(title: str, header: list[str], rows: list[list[object]]) -> None:

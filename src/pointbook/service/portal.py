@@ -257,10 +257,11 @@ def mount_portal(
         if who is None or who.role not in ("operator", "auditor"):
             return RedirectResponse("/signin", status_code=303)
         from pointbook.analytics.oversight import oversight as oversight_data
+        from pointbook.analytics.privacy import domain_k
         from pointbook.analytics.report import population_report, report_html
 
         with locked() as led:
-            k = led.require_domain(who.domain)[-1].spec.min_cell
+            k = domain_k(led, who.domain)
             rep = population_report(led, who.domain, clock(), k)
             over = oversight_data(led, who.domain, clock(), k)
         return HTMLResponse(report_html(rep, over))
