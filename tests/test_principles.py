@@ -1818,6 +1818,7 @@ LEDGER_WITHOUT_DOMAIN = {
     "publish_file": "publishes pack versions (public); returns one result per version",
     "publish": "the same, for compiled versions",
     "to_event": "checks one record an issuer sent (its domain is in it)",
+    "check_event": "the same check, returning the version in force instead of entries",
     "ingest": "an issuer's own records; the report echoes back what it sent",
     "ingest_one": "the same, one record",
     "refresh_decisions": "re-derives decisions; returns a count",

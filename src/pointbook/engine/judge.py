@@ -13,9 +13,9 @@ from pointbook.engine.model import Entry, Event
 from pointbook.errors import EventError
 from pointbook.rules.attributes import attribute_problems
 from pointbook.rules.conditions import compile_condition, suggest
-from pointbook.rules.pack import PackVersion, version_at
+from pointbook.rules.pack import PackVersion, Rule, version_at
 
-__all__ = ["judge", "validate_event"]
+__all__ = ["judge", "make_entry", "validate_event"]
 
 
 def validate_event(event: Event, versions: Sequence[PackVersion]) -> PackVersion:
@@ -66,32 +66,33 @@ def validate_event(event: Event, versions: Sequence[PackVersion]) -> PackVersion
 
 def judge(event: Event, version: PackVersion) -> list[Entry]:
     """The entries ``event`` produces under ``version``: one per matching rule, in pack order."""
-    out = []
-    window = version.scheme.kind == "window"
-    for rule in version.rules_for(event.type):
-        if not rule.matches(event.attributes):
-            continue
-        until = None
-        if rule.counts_for is not None:
-            until = add_duration(event.occurred_at, rule.counts_for, version.tz)
-        if window:
-            end = add_duration(event.occurred_at, version.scheme.length, version.tz)  # type: ignore[union-attr]
-            until = end if until is None else min(until, end)
-        out.append(
-            Entry(
-                event_id=event.id,
-                domain=event.domain,
-                subject=event.subject,
-                rule_id=rule.id,
-                pack_version=version.version,
-                pack_hash=version.content_hash,
-                delta=rule.delta(event.attributes),
-                occurred_at=event.occurred_at,
-                counts_until=until,
-                title=rule.title,
-                evidence=event.evidence,
-                tags=rule.tags,
-                daily_cap=rule.daily_cap,
-            )
-        )
-    return out
+    return [
+        make_entry(event, version, rule, rule.delta(event.attributes))
+        for rule in version.rules_for(event.type)
+        if rule.matches(event.attributes)
+    ]
+
+
+def make_entry(event: Event, version: PackVersion, rule: Rule, delta: int) -> Entry:
+    """The entry ``rule`` of ``version`` makes of ``event`` with nominal points ``delta``."""
+    until = None
+    if rule.counts_for is not None:
+        until = add_duration(event.occurred_at, rule.counts_for, version.tz)
+    if version.scheme.kind == "window":
+        end = add_duration(event.occurred_at, version.scheme.length, version.tz)
+        until = end if until is None else min(until, end)
+    return Entry(
+        event_id=event.id,
+        domain=event.domain,
+        subject=event.subject,
+        rule_id=rule.id,
+        pack_version=version.version,
+        pack_hash=version.content_hash,
+        delta=delta,
+        occurred_at=event.occurred_at,
+        counts_until=until,
+        title=rule.title,
+        evidence=event.evidence,
+        tags=rule.tags,
+        daily_cap=rule.daily_cap,
+    )
