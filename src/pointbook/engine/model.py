@@ -9,7 +9,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-__all__ = ["Appeal", "Decision", "Entry", "EntryStatus", "Event", "Line", "SubjectState"]
+__all__ = [
+    "CANONICAL",
+    "Appeal",
+    "Decision",
+    "Entry",
+    "EntryStatus",
+    "Event",
+    "Line",
+    "SubjectState",
+]
+
+
+# Canonical JSON (sorted keys, no spaces, UTF-8 as is), the form every hash is taken over. One
+# encoder made once: `json.dumps` with options builds a new encoder on every call.
+CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +67,7 @@ class Event:
         }
         if self.incident is not None:
             body["incident"] = self.incident
-        raw = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        raw = CANONICAL.encode(body)
         return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 

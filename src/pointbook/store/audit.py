@@ -11,11 +11,12 @@ and every row's commitment, so a row changed behind pointbook's back is caught t
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from pointbook.engine.model import CANONICAL
 
 __all__ = [
     "GENESIS",
@@ -36,7 +37,7 @@ def new_salt() -> str:
 
 
 def canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return CANONICAL.encode(value).encode()
 
 
 def commit(value: Any, salt: str | None = None) -> str:
@@ -78,13 +79,14 @@ class VerifyResult:
 
 def verify_chain(
     records: Iterable[AuditRecord],
-    current: Callable[[str], str | None],
+    current: Callable[[str], str | tuple[str, ...] | None],
     unaudited: Callable[[set[str]], list[str]],
 ) -> VerifyResult:
     """Check the chain, then that each ref's latest commitment matches its row today.
 
     ``current(ref)`` recomputes the commitment of the row behind ``ref`` as stored now (None if
-    the row is gone); ``unaudited(refs)`` lists rows present in the store with no record.
+    the row is gone), or the commitments it accepts (an older format besides the current one);
+    ``unaudited(refs)`` lists rows present in the store with no record.
     """
     prev = GENESIS
     latest: dict[str, AuditRecord] = {}
@@ -139,7 +141,7 @@ def verify_chain(
                 rec.seq,
                 f"{ref} (record {rec.seq}) is missing from the store: the row was removed",
             )
-        if now != rec.commitment:
+        if rec.commitment not in ((now,) if isinstance(now, str) else now):
             return VerifyResult(
                 False,
                 n,

@@ -34,6 +34,9 @@ __all__ = [
 ]
 
 Row = tuple[Any, ...]
+# Made once (json.dumps with options builds an encoder per call); the stored text is unchanged.
+_SORTED = json.JSONEncoder(sort_keys=True)
+_PLAIN = json.JSONEncoder()
 
 # pb_events: the columns of the table in order (13), as written by write_batch.
 EVENT_WIDTH = 13
@@ -64,7 +67,7 @@ def event_rows(events: Sequence[tuple[Event, str]], rec: int) -> list[Row]:
             e.subject,
             e.type,
             to_micros(e.occurred_at),
-            json.dumps(dict(e.attributes), sort_keys=True),
+            _SORTED.encode(dict(e.attributes)),
             e.evidence,
             e.issuer,
             h,
@@ -91,7 +94,7 @@ def entry_rows(entries: Sequence[Entry], rec: int) -> list[Row]:
             None if n.counts_until is None else to_micros(n.counts_until),
             n.title,
             n.evidence,
-            json.dumps(sorted(n.tags)),
+            _PLAIN.encode(sorted(n.tags)),
             int(n.daily_cap),
             rec,
         )
@@ -167,7 +170,7 @@ def decision_rows(revisions: Sequence[tuple[Decision, int, bool, str]], rec: int
             d.ordinal,
             to_micros(d.effective_at),
             None if d.ends_at is None else to_micros(d.ends_at),
-            json.dumps(dict(d.attributes), sort_keys=True),
+            _SORTED.encode(dict(d.attributes)),
             d.trigger,
             d.pack_version,
             int(withdrawn),
