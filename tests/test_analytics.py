@@ -163,6 +163,9 @@ def test_whatif_counts_match_a_brute_force_replay(ledger: Ledger, candidate: Pat
     assert w.disappeared_by_kind() == dict(disappeared)
     assert appeared["hearing-notice"] > 0, "a harsher graffiti penalty makes new hearing notices"
     assert all(v < 0 for v in w.changes.values())  # a harsher penalty only lowers balances
+    # A rules-only change: subjects with no graffiti keep their baseline fold, yet the counts
+    # above equal the brute-force replay of every subject under both packs.
+    assert 0 < w.reused < w.subjects
     view = whatif_view(w, k=1)
     assert view["summary"]["subjects_changed"] == changed
     assert view["decisions_appearing"] == dict(sorted(appeared.items()))
@@ -294,3 +297,22 @@ def test_report_html_is_self_contained_and_its_plots_render(ledger: Ledger, tmp_
             page_.screenshot(path=str(ROOT / "docs" / "img" / "report.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_whatif_with_a_changed_threshold_replays_every_subject(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    """A threshold moved (900 -> 950): no subject may keep its baseline fold, and the counts
+    still equal the brute-force replay."""
+    text = PACK.read_text(encoding="utf-8")
+    assert text.count("    value: 900\n") == 1
+    path = tmp_path / "civic-code-stricter-hearing.yaml"
+    path.write_text(text.replace("    value: 900\n", "    value: 950\n"), encoding="utf-8")
+    cand = load_pack_file(path)
+    w = run_whatif(ledger, DOMAIN, cand, as_of=NOW)
+    changed, appeared, disappeared = _brute_force(ledger, cand)
+    assert w.reused == 0
+    assert len(w.changes) == changed
+    assert w.appeared_by_kind() == dict(appeared)
+    assert w.disappeared_by_kind() == dict(disappeared)
+    assert appeared["hearing-notice"] > 0

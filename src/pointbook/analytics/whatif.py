@@ -27,7 +27,8 @@ from datetime import datetime
 from typing import Any
 
 from pointbook.analytics.privacy import DEFAULT_K, Cell, Shown, protect, protect_one
-from pointbook.engine import Event, SubjectState, evaluate_subject
+from pointbook.engine import Entry, Event, SubjectState, evaluate_subject
+from pointbook.engine.batch import judge_batch
 from pointbook.errors import PointbookError
 from pointbook.ledger import Ledger
 from pointbook.rules.pack import PackVersion, version_at
@@ -70,6 +71,7 @@ class WhatIf:
     rule_subjects_changed: dict[str, set[str]] = field(default_factory=dict)
     rule_changes: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    reused: int = 0  # subjects whose candidate fold was the baseline's (rules-only change)
 
     def appeared_by_kind(self) -> dict[str, int]:
         return dict(Counter(self.appeared_kind.values()))
@@ -152,6 +154,34 @@ def _live(state: SubjectState, cancelled: set[str]) -> dict[str, str]:
     return {d.id: d.kind for d in state.decisions if d.id not in cancelled}
 
 
+_RULE_TEXT = {"rules", "version", "effective_from"}
+
+
+def _rules_only_change(published: Sequence[PackVersion], versions: Sequence[PackVersion]) -> bool:
+    """True when each side has one version and they differ at most in their rules: then the
+    fold of a subject whose events get the same entries on both sides is the same fold."""
+    if len(published) != 1 or len(versions) != 1:
+        return False
+    before = published[0].spec.model_dump(exclude=_RULE_TEXT)
+    return bool(before == versions[0].spec.model_dump(exclude=_RULE_TEXT))
+
+
+def _judgement(entries: Sequence[Sequence[Entry]]) -> list[list[tuple[Any, ...]]]:
+    """What the fold reads of each event's entries (not the version's name or hash)."""
+    return [
+        [(n.rule_id, n.delta, n.counts_until, n.daily_cap, n.tags, n.title) for n in ns]
+        for ns in entries
+    ]
+
+
+def _same_entries(published: PackVersion, candidate: PackVersion, evs: Sequence[Event]) -> bool:
+    """Whether every event with its details gets the same entries from both versions."""
+    live = [e for e in evs if e.judged is None]
+    before = judge_batch([(e, published) for e in live])
+    after = judge_batch([(e, candidate) for e in live])
+    return _judgement(before) == _judgement(after)
+
+
 def _in_window(e: Event, start: datetime | None, end: datetime | None) -> bool:
     return (start is None or e.occurred_at >= start) and (end is None or e.occurred_at <= end)
 
@@ -178,6 +208,7 @@ def run_whatif(
         [v.version for v in published],
         [v.version for v in versions],
     )
+    reuse = _rules_only_change(published, versions)
     before_rules: dict[str, list[Any]] = defaultdict(lambda: [0, set()])
     after_rules: dict[str, list[Any]] = defaultdict(lambda: [0, set()])
     for subject, subject_events, aps in ledger.histories(domain, chunk):
@@ -186,7 +217,11 @@ def run_whatif(
             continue
         cancelled = {a.decision_id for a in aps if a.outcome == "upheld" and a.decision_id}
         b = evaluate_subject(published, evs, when, subject=subject, appeals=aps)
-        a = evaluate_subject(versions, evs, when, subject=subject, appeals=aps)
+        if reuse and _same_entries(published[0], versions[0], evs):
+            a = b  # same entries, same scheme and thresholds: the same fold (rules-only change)
+            out.reused += 1
+        else:
+            a = evaluate_subject(versions, evs, when, subject=subject, appeals=aps)
         out.subjects += 1
         out.events += sum(1 for e in evs if e.occurred_at <= when)
         if a.points != b.points:
