@@ -12,8 +12,12 @@ from typing import Any
 
 import pytest
 
+from pointbook.bench import generate_workload
+from pointbook.bench.peer import PEER_MISSING, peer_installed
+
 N, M = 2000, 200
 NAIVE_CAP = "300"
+PEER_CAP = 40  # pinax-points spends tens of ms per award: a short prefix
 
 
 def bench(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -35,6 +39,7 @@ def bench(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> dict
 
 def ingest(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     args = ["ingest", "--events", str(N), "--subjects", str(M), "--naive-cap", NAIVE_CAP]
+    args += ["--peer-cap", str(PEER_CAP)]
     return bench(tmp_path, *args, *extra, env=env)
 
 
@@ -43,7 +48,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("bench")
     return {
         "in_order": ingest(tmp),
-        "late": ingest(tmp, "--late-fraction", "0.05"),
+        "late": ingest(tmp, "--late-fraction", "0.05", "--no-peer"),
         "recompute": bench(tmp, "recompute", "--events", str(N), "--subjects", str(M)),
     }
 
@@ -125,3 +130,153 @@ def test_an_unknown_backend_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "--backend" in done.stderr
+
+
+# -- the pinax-points peer -------------------------------------------------------------------
+def peer_sum(events: int) -> int:
+    """The points of the workload's first ``events`` events by the naive reference's rules."""
+    from pointbook.bench.naive import _score, _versions
+
+    versions = _versions()
+    found = generate_workload(N, M, 2020)[:events]
+    return sum(_score(versions, e, None)[1] for e in found)
+
+
+def test_ingest_reports_the_peer_when_installed_and_says_so_when_not(
+    runs: dict[str, dict[str, Any]],
+) -> None:
+    r = runs["in_order"]
+    if not peer_installed():
+        assert r["peer"] == PEER_MISSING
+        assert "peer_events" not in r
+        return
+    assert r["peer"].startswith("pinax-points 2.0.0 (Django 3.2.")
+    assert r["peer_events"] == PEER_CAP
+    assert r["peer_seconds"] > 0
+    assert r["peer_events_per_s"] == pytest.approx(PEER_CAP / r["peer_seconds"])
+    assert r["speedup_vs_peer"] == pytest.approx(r["events_per_s"] / r["peer_events_per_s"])
+    # pinax's own totals after the transaction: the same points the rules give
+    assert r["peer_points"] == peer_sum(PEER_CAP)
+
+
+def test_no_peer_skips_it(runs: dict[str, dict[str, Any]]) -> None:
+    late = runs["late"]
+    assert late["peer"] == "not run (--no-peer)"
+    assert not {"peer_events", "peer_events_per_s", "speedup_vs_peer"} & set(late)
+
+
+def test_without_the_bench_extra_ingest_says_how_to_install_the_peer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pointbook.bench import ingest as bench_ingest
+
+    monkeypatch.setattr(bench_ingest, "peer_installed", lambda: False)
+    r = bench_ingest.run_ingest(300, 30, naive_cap=20)
+    assert r["peer"] == 'not installed (pip install -e ".[bench]")'
+    assert not {"peer_events", "peer_events_per_s", "speedup_vs_peer"} & set(r)
+    assert (r["accepted"], r["naive_events"]) == (300, 20)
+
+
+def test_django_is_imported_only_by_the_peer() -> None:
+    src = Path(__file__).parents[1] / "src" / "pointbook"
+    users = [
+        p.relative_to(src).as_posix()
+        for p in src.rglob("*.py")
+        if "django" in p.read_text(encoding="utf-8").lower()
+    ]
+    assert users == ["bench/peer.py"]
+
+
+# -- bench query ------------------------------------------------------------------------------
+def check_percentiles(r: dict[str, Any], prefix: str, mean: bool = True) -> None:
+    p50, p99, top = (r[f"{prefix}_{k}_ms"] for k in ("p50", "p99", "max"))
+    assert 0 < p50 <= p99 <= top, prefix
+    if mean:
+        assert 0 < r[f"{prefix}_mean_ms"] <= top, prefix
+
+
+def test_query_reports_library_and_http_figures_with_their_baselines(tmp_path: Path) -> None:
+    args = ["--subjects", "100", "--entries", "800", "--samples", "40"]
+    r = bench(tmp_path, "query", *args, "--clients", "3", "--seconds", "1")
+    assert r["workload"] == "query"
+    assert (r["events"], r["accepted"], r["rejected"]) == (800, 800, 0)
+    assert 0 < r["entries"] <= 800
+    assert 0 < r["subjects_with_events"] <= 100
+    assert r["store_mb"] > 0
+    assert r["build_events_per_s"] == pytest.approx(800 / r["build_seconds"])
+    assert 1 <= r["subject_events_mean"] <= r["subject_events_max"]
+    for prefix in ("balance", "explain", "raw_balance"):
+        check_percentiles(r, prefix)
+    for prefix in ("balance_cpu", "explain_cpu"):
+        assert 0 < r[f"{prefix}_p50_ms"] <= r[f"{prefix}_p99_ms"], prefix
+    assert r["balance_ratio_to_raw"] > 0
+    assert (r["http_domain"], r["http_clients"]) == ("forum", 3)
+    for prefix in ("http_balance", "http_floor"):
+        check_percentiles(r, prefix, mean=False)
+        assert r[f"{prefix}_requests"] > 0 and r[f"{prefix}_errors"] == 0, prefix
+        assert r[f"{prefix}_requests_per_s"] > 0, prefix
+    assert r["http_seconds"] > 0 and r["http_warmup_s"] == 0.25
+    assert r["http_points_match"] is True, "the API answers the library's balances"
+    assert r["http_server_rss_mb"] > 0
+    assert r["targets"] == {
+        "balance_p99_ms": 1.0,
+        "explain_p99_ms": 5.0,
+        "http_balance_p99_ms": 10.0,
+    }
+    assert "profile" not in r
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    from pointbook.bench.query import percentiles
+
+    got = percentiles([i * 1_000_000 for i in range(1, 101)], "x")
+    assert got == {"x_p50_ms": 50.0, "x_p99_ms": 99.0, "x_mean_ms": 50.5, "x_max_ms": 100.0}
+
+
+# -- bench scale ------------------------------------------------------------------------------
+def test_scale_reports_each_size_the_ratio_and_a_plot(tmp_path: Path) -> None:
+    plot = tmp_path / "img" / "scale.svg"
+    r = bench(tmp_path, "scale", "--sizes", "600,300", "--plot", str(plot))
+    assert r["workload"] == "scale"
+    assert [s["events"] for s in r["sizes"]] == [300, 600], "smallest first"
+    assert [s["subjects"] for s in r["sizes"]] == [30, 60], "one subject per ten events"
+    for s in r["sizes"]:
+        assert s["accepted"] == s["events"] and s["rejected"] == 0
+        assert 0 < s["entries"] <= s["events"]
+        assert s["events_per_s"] == pytest.approx(s["events"] / s["seconds"])
+        assert s["us_per_event"] == pytest.approx(1e6 / s["events_per_s"])
+        assert s["cpu_seconds"] > 0
+        assert s["cpu_us_per_event"] == pytest.approx(s["cpu_seconds"] / s["events"] * 1e6)
+    small, large = r["sizes"][0], r["sizes"][-1]
+    assert r["ratio_largest_to_smallest"] == pytest.approx(
+        large["us_per_event"] / small["us_per_event"]
+    )
+    assert r["cpu_ratio_largest_to_smallest"] == pytest.approx(
+        large["cpu_us_per_event"] / small["cpu_us_per_event"]
+    )
+    assert r["target_ratio"] == 1.15
+    assert r["plot"] == str(plot)
+    text = plot.read_text(encoding="utf-8")
+    assert text.lstrip().startswith("<?xml") and "<svg" in text
+    assert "µs per event" in text or "&#181;s per event" in text
+
+
+def test_scale_with_a_fixed_population() -> None:
+    from pointbook.bench.scale import run_scale
+
+    r = run_scale([200], subjects=15)
+    assert [s["subjects"] for s in r["sizes"]] == [15]
+    assert r["events_per_subject"] is None
+    assert r["ratio_largest_to_smallest"] == r["cpu_ratio_largest_to_smallest"] == 1.0
+    assert r["plot"] is None
+
+
+@pytest.mark.parametrize("sizes", ["", "10,x", "0"])
+def test_bad_sizes_are_a_usage_error(sizes: str) -> None:
+    from typer.testing import CliRunner
+
+    from pointbook.cli import app
+
+    done = CliRunner().invoke(app, ["bench", "scale", "--sizes", sizes])
+    assert done.exit_code == 2
+    assert "--sizes" in done.output

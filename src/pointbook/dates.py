@@ -33,6 +33,25 @@ __all__ = [
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
+# The instants pointbook works with: Python's calendar (years 1 to 9999) less a margin of a
+# day at each end, so that showing an instant in any time zone, or stepping a microsecond past
+# it, never leaves the calendar.
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def _out_of_range(value: object) -> InvalidTimeError:
+    return InvalidTimeError(
+        f"{value!s} is outside the dates pointbook works with ({EARLIEST.date()} to "
+        f"{LATEST.date()} UTC)"
+    )
+
+
+def _checked(instant: datetime, value: object) -> datetime:
+    if not EARLIEST <= instant <= LATEST:
+        raise _out_of_range(value)
+    return instant
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class Duration:
@@ -77,22 +96,36 @@ def _add_months(d: datetime, months: int) -> datetime:
 
 
 def add_duration(instant: datetime, duration: Duration, tz: ZoneInfo, times: int = 1) -> datetime:
-    """Add ``duration`` (``times`` times, may be negative) to a UTC instant, on local wall time."""
-    local = instant.astimezone(tz).replace(tzinfo=None)
-    local = _add_months(local, times * (duration.years * 12 + duration.months))
-    local = local + timedelta(days=times * duration.days)
-    result = local.replace(tzinfo=tz).astimezone(UTC)
-    return result + timedelta(hours=times * duration.hours)
+    """Add ``duration`` (``times`` times, may be negative) to a UTC instant, on local wall time.
+
+    A result beyond the calendar is held at its edge (LATEST or EARLIEST): "9000 years after
+    2021" is an effect that never comes, not an error in the middle of a fold."""
+    try:
+        local = instant.astimezone(tz).replace(tzinfo=None)
+        local = _add_months(local, times * (duration.years * 12 + duration.months))
+        local = local + timedelta(days=times * duration.days)
+        result = local.replace(tzinfo=tz).astimezone(UTC)
+        result = result + timedelta(hours=times * duration.hours)
+    except (OverflowError, ValueError):
+        return LATEST if times >= 0 else EARLIEST
+    return min(max(result, EARLIEST), LATEST)
 
 
 def day_start(d: date, tz: ZoneInfo) -> datetime:
-    return datetime.combine(d, time(0), tzinfo=tz).astimezone(UTC)
+    """The first instant of a local day; InvalidTimeError for a day at the calendar's edge."""
+    try:
+        return _checked(datetime.combine(d, time(0), tzinfo=tz).astimezone(UTC), d)
+    except OverflowError as exc:
+        raise _out_of_range(d) from exc
 
 
 def end_of_day(d: date, tz: ZoneInfo) -> datetime:
     """The last microsecond of a local day: a bare as-of date means 'at the end of that day'."""
-    nxt = datetime.combine(d + timedelta(days=1), time(0), tzinfo=tz).astimezone(UTC)
-    return nxt - timedelta(microseconds=1)
+    try:
+        nxt = datetime.combine(d + timedelta(days=1), time(0), tzinfo=tz).astimezone(UTC)
+    except OverflowError as exc:
+        raise _out_of_range(d) from exc
+    return _checked(nxt - timedelta(microseconds=1), d)
 
 
 def local_date(instant: datetime, tz: ZoneInfo) -> date:
@@ -122,7 +155,10 @@ def parse_instant(value: str | date | datetime, tz: ZoneInfo) -> datetime:
             ) from exc
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=tz)
-    return dt.astimezone(UTC)
+    try:
+        return _checked(dt.astimezone(UTC), value)
+    except OverflowError as exc:
+        raise _out_of_range(value) from exc
 
 
 def parse_as_of(value: str | None, tz: ZoneInfo, now: datetime) -> datetime:

@@ -7,7 +7,8 @@
     ├── EventError            an event is malformed or not allowed by the domain's packs
     ├── ConflictError         an event id was seen before with different content
     ├── UnknownDomainError    no pack has been published for the domain
-    └── StoreError            the store cannot be opened or written
+    ├── StoreError            the store cannot be opened or written
+    └── InvariantError        a runtime invariant failed before a write; nothing was written
 
 Messages say what is wrong and what to do; the CLI prints them as they are.
 """
@@ -55,3 +56,8 @@ class UnknownDomainError(PointbookError):
 
 class StoreError(PointbookError):
     pass
+
+
+class InvariantError(PointbookError):
+    """A check right before a write found an impossible result (a bug): the write is refused
+    whole (engine/invariants.py)."""

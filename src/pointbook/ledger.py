@@ -22,9 +22,10 @@ from pointbook.engine import (
     Event,
     SubjectState,
     evaluate_subject,
-    judge,
     validate_event,
 )
+from pointbook.engine.batch import judge_batch
+from pointbook.engine.invariants import check_batch, check_revisions
 from pointbook.errors import (
     ConflictError,
     EventError,
@@ -190,6 +191,12 @@ class Ledger(RecordImport):
     # -- ingest ------------------------------------------------------------------------------
     def to_event(self, record: RawRecord) -> tuple[Event, list[Entry]]:
         """Check one parsed record against the domain's packs; the event and its entries."""
+        event, version = self.check_event(record)
+        return event, judge_batch([(event, version)])[0]
+
+    def check_event(self, record: RawRecord) -> tuple[Event, PackVersion]:
+        """Check one parsed record against the domain's packs; the event and the version in
+        force at its date (EventError saying what is wrong if it is not acceptable)."""
         assert record.event is not None
         e = record.event
         versions = self.require_domain(e.domain)
@@ -233,8 +240,7 @@ class Ledger(RecordImport):
             incident=e.incident,
             reported_at=self.now(),
         )
-        version = validate_event(event, versions)
-        return event, judge(event, version)
+        return event, validate_event(event, versions)
 
     def ingest(
         self,
@@ -267,7 +273,7 @@ class Ledger(RecordImport):
         return report
 
     def _ingest_batch(self, batch: list[RawRecord], report: IngestReport) -> None:
-        good: dict[tuple[str, str], tuple[RawRecord, Event, str, list[Entry]]] = {}
+        good: dict[tuple[str, str], tuple[RawRecord, Event, str, PackVersion]] = {}
 
         def reject(rec: RawRecord, code: str, reason: str) -> None:
             eid = rec.event.id if rec.event else None
@@ -278,7 +284,7 @@ class Ledger(RecordImport):
                 reject(rec, "event/invalid", rec.error or "unreadable")
                 continue
             try:
-                event, entries = self.to_event(rec)
+                event, version = self.check_event(rec)
             except EventError as exc:
                 reject(rec, exc.code, str(exc))
                 continue
@@ -293,7 +299,7 @@ class Ledger(RecordImport):
                 else:
                     reject(rec, "event/conflict", _conflict(event.id, f"line {good[key][0].line}"))
                 continue
-            good[key] = (rec, event, h, entries)
+            good[key] = (rec, event, h, version)
         by_domain: dict[str, list[str]] = {}
         for dom, eid in good:
             by_domain.setdefault(dom, []).append(eid)
@@ -306,8 +312,11 @@ class Ledger(RecordImport):
                     reject(rec, "event/conflict", _conflict(eid, "an earlier report"))
         if not good:
             return
+        # Only new events are judged: the whole batch at once, column by column.
+        judged = judge_batch([(ev, version) for _, ev, _, version in good.values()])
         events = [(ev, h) for _, ev, h, _ in good.values()]
-        entries = [n for _, _, _, ns in good.values() for n in ns]
+        entries = [n for ns in judged for n in ns]
+        check_batch(events, entries, self.versions)
         self.store.write_batch(events, entries, self.now())
         report.accepted += len(events)
         report.entries += len(entries)
@@ -327,20 +336,26 @@ class Ledger(RecordImport):
     def refresh_decisions(
         self, domain: str | None = None, progress: Callable[[int], None] | None = None
     ) -> int:
-        """Re-derive decisions for every subject dirtied by new events; append what changed."""
+        """Re-derive decisions for every subject dirtied by new events; append what changed.
+
+        Each chunk of the work list is read, re-derived and written under the store's write
+        lock (`Store.refreshing`): ledgers of other processes refreshing at the same time never
+        write the same revision twice, and a subject dirtied meanwhile stays on the list."""
         done = 0
         while True:
-            dirty = self.store.dirty_subjects(domain, 500)
-            if not dirty:
+            # A look without the lock first: most calls (every read of decisions) find nothing.
+            pending = self.store.dirty_subjects(domain, 1)
+            if not pending:
                 return done
-            by_domain: dict[str, list[str]] = {}
-            for dom, subj in dirty:
-                by_domain.setdefault(dom, []).append(subj)
-            for dom, subjects in by_domain.items():
-                self._refresh(dom, subjects)
-                done += len(subjects)
-                if progress:
-                    progress(len(subjects))
+            dom = pending[0][0]
+            with self.store.refreshing(dom):
+                # Read again under the lock: another process may have refreshed them already.
+                subjects = [s for _, s in self.store.dirty_subjects(dom, 500)]
+                if subjects:
+                    self._refresh(dom, subjects)
+            done += len(subjects)
+            if subjects and progress:
+                progress(len(subjects))
 
     def _refresh(self, domain: str, subjects: list[str]) -> None:
         versions = self.require_domain(domain)
@@ -381,6 +396,7 @@ class Ledger(RecordImport):
                         self._withdrawal_reason(row.decision, appeals),
                     )
                 )
+        check_revisions(domain, subjects, revisions, versions, current)
         self.store.write_decisions(domain, subjects, revisions, self.now())
 
     def decisions(

@@ -5,7 +5,9 @@
 - raw insert: the same number of rows shaped like `pb_events` inserted with the backend's
   fastest path and no engine (SQLite executemany, one transaction per batch; PostgreSQL binary
   COPY, one transaction per batch), rows built before the clock starts;
-- naive: bench/naive.py, one event per transaction, on a prefix of the file.
+- naive: bench/naive.py, one event per transaction, on a prefix of the file;
+- the peer, when the `bench` extra is installed: pinax-points awarding the same points on
+  SQLite in one transaction, on a prefix of the file (bench/peer.py).
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ from pointbook.bench import (
     write_workload,
 )
 from pointbook.bench.naive import run_naive
+from pointbook.bench.peer import PEER_MISSING, peer_installed, peer_label, run_peer
 from pointbook.dates import parse_instant, to_micros
 from pointbook.intake import read_records
+from pointbook.ledger import IngestReport, Ledger
 
-__all__ = ["SAMPLE_AS_OF", "raw_rows", "run_ingest", "time_raw_insert"]
+__all__ = ["SAMPLE_AS_OF", "raw_rows", "run_ingest", "time_engine", "time_raw_insert"]
 
 # Balances reported for a few subjects, to compare runs (not timed).
 SAMPLE_AS_OF = datetime(2023, 7, 1, tzinfo=UTC)
@@ -132,6 +136,15 @@ def time_raw_insert(found: Sequence[Row], backend: str, folder: Path, batch_size
         drop_schema(schema)
 
 
+def time_engine(ledger: Ledger, path: Path, batch_size: int) -> tuple[IngestReport, float]:
+    """The engine's figure: the JSON Lines file ``path`` through `Ledger.ingest` (decisions
+    refreshed); (report, seconds)."""
+    t0 = time.perf_counter()
+    with path.open("rb") as f:
+        report = ledger.ingest(read_records(f, "jsonl"), batch_size, refresh=True)
+    return report, time.perf_counter() - t0
+
+
 def run_ingest(
     events: int,
     subjects: int,
@@ -140,18 +153,18 @@ def run_ingest(
     seed: int = 2020,
     naive_cap: int = 5000,
     batch_size: int = 10_000,
+    peer: bool = True,
+    peer_cap: int = 1000,
 ) -> dict[str, Any]:
-    """One `bench ingest` run; the JSON-ready result."""
+    """One `bench ingest` run; the JSON-ready result. The peer runs when ``peer`` is set and
+    the `bench` extra is installed; otherwise `peer` says why it did not."""
     with tempfile.TemporaryDirectory(prefix="pointbook-bench-") as tmp:
         folder = Path(tmp)
         path = folder / "events.jsonl"
         n = write_workload(path, generate_workload(events, subjects, seed, late_fraction))
         with fresh_store(backend, folder) as store:
             ledger = open_ledger(store)
-            t0 = time.perf_counter()
-            with path.open("rb") as f:
-                report = ledger.ingest(read_records(f, "jsonl"), batch_size, refresh=True)
-            seconds = time.perf_counter() - t0
+            report, seconds = time_engine(ledger, path, batch_size)
             rss = peak_rss_mb()  # before the baselines build their own rows
             balances: dict[str, int] = {}
             for domain in DOMAINS:
@@ -163,9 +176,22 @@ def run_ingest(
         raw_seconds = time_raw_insert(found, backend, folder, batch_size)
         del found
         naive_events, naive_seconds = run_naive(path, min(n, naive_cap), backend, folder)
+        installed = peer and peer_installed()
+        peer_run = run_peer(path, min(n, peer_cap), folder) if installed else None
     events_per_s = report.accepted / seconds
     raw_per_s = n / raw_seconds
     naive_per_s = naive_events / naive_seconds
+    peer_figures: dict[str, Any] = {"peer": PEER_MISSING if peer else "not run (--no-peer)"}
+    if peer_run is not None:
+        peer_per_s = peer_run.events / peer_run.seconds
+        peer_figures = {
+            "peer": peer_label(),
+            "peer_events": peer_run.events,
+            "peer_seconds": peer_run.seconds,
+            "peer_events_per_s": peer_per_s,
+            "speedup_vs_peer": events_per_s / peer_per_s,
+            "peer_points": peer_run.points,
+        }
     return {
         "workload": "ingest",
         "backend": backend,
@@ -188,6 +214,7 @@ def run_ingest(
         "naive_seconds": naive_seconds,
         "naive_events_per_s": naive_per_s,
         "speedup_vs_naive": events_per_s / naive_per_s,
+        **peer_figures,
         "peak_rss_mb": rss,
         "balances": balances,
     }

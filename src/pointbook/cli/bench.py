@@ -1,10 +1,12 @@
-"""`pointbook bench ingest | recompute`: measure the engine against baselines from the same run."""
+"""`pointbook bench ingest | recompute | query | scale`: measure the engine against baselines from
+the same run."""
 
 from __future__ import annotations
 
 import json
 import sys
 from datetime import UTC, date, datetime, time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -13,7 +15,7 @@ from rich.table import Table
 from pointbook.cli.common import JsonOption, console, e, err_console
 
 app = typer.Typer(
-    help="Measure ingest and recompute against baselines measured in the same run.",
+    help="Measure ingest, recompute, queries and scaling against baselines measured in the same run.",
     no_args_is_help=True,
 )
 
@@ -48,6 +50,10 @@ _INGEST = [
     ("naive_events", "naive events (prefix)", "{:,}"),
     ("naive_events_per_s", "naive events/s", "{:,.0f}"),
     ("speedup_vs_naive", "engine / naive", "{:.1f}"),
+    ("peer", "peer", "{}"),
+    ("peer_events", "peer events (prefix)", "{:,}"),
+    ("peer_events_per_s", "peer events/s", "{:,.1f}"),
+    ("speedup_vs_peer", "engine / peer", "{:,.0f}"),
     ("peak_rss_mb", "peak RSS MiB", "{:,.0f}"),
 ]
 _RECOMPUTE = [
@@ -78,7 +84,8 @@ def _show(result: dict[str, Any], json_out: bool, fields: list[tuple[str, str, s
     t.add_column("measure")
     t.add_column("value", justify="right")
     for key, label, fmt in fields:
-        t.add_row(label, e(fmt.format(result[key])))
+        if key in result:  # e.g. the peer's figures, only when it ran
+            t.add_row(label, e(fmt.format(result[key])))
     console.print(t)
 
 
@@ -99,15 +106,29 @@ def ingest(
         typer.Option("--naive-cap", min=1, help="The naive reference runs on this many events."),
     ] = 5000,
     batch_size: BatchOption = 10_000,
+    peer: Annotated[
+        bool,
+        typer.Option(
+            "--peer/--no-peer",
+            help="Also time the pinax-points peer (when the bench extra is installed).",
+        ),
+    ] = True,
+    peer_cap: Annotated[
+        int,
+        typer.Option("--peer-cap", min=1, help="The peer runs on this many events."),
+    ] = 1000,
     json_out: JsonOption = False,
 ) -> None:
-    """Time a seeded workload end to end into a fresh store, with raw-insert and naive baselines."""
+    """Time a seeded workload end to end into a fresh store, with raw-insert and naive baselines
+    and the pinax-points peer."""
     from pointbook.bench.ingest import run_ingest
 
     _check_backend(backend)
     if not json_out:
         err_console.print(f"bench ingest: {events:,} events, {subjects:,} subjects on {backend}…")
-    result = run_ingest(events, subjects, backend, late_fraction, seed, naive_cap, batch_size)
+    result = run_ingest(
+        events, subjects, backend, late_fraction, seed, naive_cap, batch_size, peer, peer_cap
+    )
     _show(result, json_out, _INGEST)
 
 
@@ -137,3 +158,229 @@ def recompute(
         )
     result = run_recompute(events, subjects, backend, seed, when)
     _show(result, json_out, _RECOMPUTE)
+
+
+_QUERY = [
+    ("subjects", "subjects (requested)", "{:,}"),
+    ("events", "events ingested", "{:,}"),
+    ("entries", "entries in the store", "{:,}"),
+    ("subjects_with_events", "subjects with events", "{:,}"),
+    ("store_mb", "store MiB", "{:,.0f}"),
+    ("build_seconds", "build seconds", "{:.1f}"),
+    ("samples", "library samples", "{:,}"),
+    ("balance_p50_ms", "balance p50 ms", "{:.3f}"),
+    ("balance_p99_ms", "balance p99 ms", "{:.3f}"),
+    ("explain_p50_ms", "explain p50 ms", "{:.3f}"),
+    ("explain_p99_ms", "explain p99 ms", "{:.3f}"),
+    ("balance_cpu_p99_ms", "balance p99 CPU ms", "{:.3f}"),
+    ("explain_cpu_p99_ms", "explain p99 CPU ms", "{:.3f}"),
+    ("raw_balance_p50_ms", "raw SQL sum p50 ms", "{:.3f}"),
+    ("raw_balance_p99_ms", "raw SQL sum p99 ms", "{:.3f}"),
+    ("http_domain", "HTTP domain", "{}"),
+    ("http_clients", "HTTP clients", "{}"),
+    ("http_balance_requests", "HTTP balance requests", "{:,}"),
+    ("http_balance_errors", "HTTP balance errors", "{:,}"),
+    ("http_balance_p50_ms", "HTTP balance p50 ms", "{:.2f}"),
+    ("http_balance_p99_ms", "HTTP balance p99 ms", "{:.2f}"),
+    ("http_balance_requests_per_s", "HTTP balance requests/s", "{:,.0f}"),
+    ("http_floor_p50_ms", "HTTP floor p50 ms", "{:.2f}"),
+    ("http_floor_p99_ms", "HTTP floor p99 ms", "{:.2f}"),
+    ("http_floor_requests_per_s", "HTTP floor requests/s", "{:,.0f}"),
+    ("http_points_match", "HTTP points = library", "{}"),
+    ("http_server_rss_mb", "server peak RSS MiB", "{:,.0f}"),
+    ("peak_rss_mb", "peak RSS MiB", "{:,.0f}"),
+]
+
+
+@app.command("query")
+def query(
+    subjects: Annotated[
+        int, typer.Option("--subjects", min=2, help="Subjects of the generated store.")
+    ] = 100_000,
+    entries: Annotated[
+        int,
+        typer.Option(
+            "--entries",
+            min=1,
+            help="Events ingested to build the store (each gives about one entry).",
+        ),
+    ] = 1_000_000,
+    seed: SeedOption = 2020,
+    samples: Annotated[
+        int, typer.Option("--samples", min=1, help="Random subjects timed in the library.")
+    ] = 2000,
+    clients: Annotated[int, typer.Option("--clients", min=1, help="Concurrent HTTP clients.")] = 32,
+    seconds: Annotated[
+        float,
+        typer.Option(
+            "--seconds", min=0.1, help="Seconds of HTTP load (after a warm-up of a quarter)."
+        ),
+    ] = 20.0,
+    batch_size: BatchOption = 10_000,
+    profile: Annotated[
+        bool,
+        typer.Option("--profile", help="Also print a cProfile listing of balance (stderr)."),
+    ] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Build a store through ingest, then time balance and explain in the library and balance
+    over HTTP (`pointbook serve` on loopback), with raw-SQL and bare-HTTP baselines."""
+    from pointbook.bench.query import run_query
+
+    if not json_out:
+        err_console.print(
+            f"bench query: building {entries:,} events over {subjects:,} subjects on sqlite…"
+        )
+    result = run_query(subjects, entries, seed, samples, clients, seconds, batch_size, profile)
+    listing = result.pop("profile", None)
+    _show(result, json_out, _QUERY)
+    if listing:
+        sys.stderr.write(listing)
+
+
+@app.command("scale")
+def scale(
+    sizes: Annotated[
+        str,
+        typer.Option("--sizes", help="Comma-separated event counts, each into a fresh store."),
+    ] = "1000000,2000000,4000000",
+    subjects: Annotated[
+        int | None,
+        typer.Option(
+            "--subjects", min=2, help="A fixed population (default: one subject per ten events)."
+        ),
+    ] = None,
+    backend: BackendOption = "sqlite",
+    seed: SeedOption = 2020,
+    batch_size: BatchOption = 10_000,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Write µs per event against size to this SVG file."),
+    ] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Ingest at several sizes and report the time per event at each (it should stay flat)."""
+    from pointbook.bench.scale import run_scale
+
+    _check_backend(backend)
+    try:
+        counts = [int(s.replace("_", "")) for s in sizes.split(",") if s.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter("comma-separated whole numbers", param_hint="--sizes") from exc
+    if not counts or min(counts) < 1:
+        raise typer.BadParameter("at least one size, each at least 1", param_hint="--sizes")
+    if not json_out:
+        err_console.print(
+            f"bench scale: {', '.join(f'{c:,}' for c in counts)} events on {backend}…"
+        )
+    result = run_scale(counts, subjects, backend, seed, batch_size, plot)
+    if json_out:
+        sys.stdout.write(json.dumps(result, separators=(",", ":")) + "\n")
+        return
+    t = Table(title="bench scale")
+    labels = ("events", "subjects", "entries", "seconds", "events/s", "µs/event", "CPU µs/event")
+    for label in labels:
+        t.add_column(label, justify="right")
+    for r in result["sizes"]:
+        t.add_row(
+            f"{r['events']:,}",
+            f"{r['subjects']:,}",
+            f"{r['entries']:,}",
+            f"{r['seconds']:.2f}",
+            f"{r['events_per_s']:,.0f}",
+            f"{r['us_per_event']:,.1f}",
+            f"{r['cpu_us_per_event']:,.1f}",
+        )
+    console.print(t)
+    ratio, cpu = result["ratio_largest_to_smallest"], result["cpu_ratio_largest_to_smallest"]
+    console.print(
+        f"largest / smallest µs per event: {ratio:.3f}, CPU {cpu:.3f} "
+        f"(target ≤ {result['target_ratio']:.2f})"
+        + (f"; plot: {e(result['plot'])}" if result["plot"] else "")
+    )
+
+
+_MEMORY = [
+    ("events", "events", "{:,}"),
+    ("subjects", "subjects", "{:,}"),
+    ("accepted", "accepted", "{:,}"),
+    ("file_mb", "file MiB", "{:,.0f}"),
+    ("store_mb", "store MiB", "{:,.0f}"),
+    ("generate_seconds", "generate seconds", "{:.1f}"),
+    ("seconds", "ingest seconds", "{:.1f}"),
+    ("events_per_s", "ingest events/s", "{:,.0f}"),
+    ("peak_rss_mb", "ingest peak RSS MiB", "{:,.0f}"),
+]
+
+
+@app.command("memory")
+def memory(
+    events: EventsOption = 10_000_000,
+    subjects: SubjectsOption = 1_000_000,
+    seed: SeedOption = 2020,
+    batch_size: BatchOption = 10_000,
+    json_out: JsonOption = False,
+) -> None:
+    """Stream a file larger than memory through `pointbook ingest` (SQLite) and report its peak
+    resident memory. The default, 10 million events, takes about half an hour on 2 cores."""
+    from pointbook.bench.memory import run_memory
+    from pointbook.cli.records import progress_bar
+
+    if json_out:
+        result = run_memory(events, subjects, seed, batch_size)
+    else:
+        err_console.print(f"bench memory: writing {events:,} events, then ingesting them…")
+        with progress_bar() as bar:
+            task = bar.add_task("generating", total=events)
+            result = run_memory(
+                events, subjects, seed, batch_size, progress=lambda n: bar.advance(task, n)
+            )
+    _show(result, json_out, _MEMORY)
+
+
+_LOAD = [
+    ("seconds", "measured seconds", "{:.1f}"),
+    ("clients", "clients", "{}"),
+    ("requests", "requests", "{:,}"),
+    ("requests_per_s", "requests/s", "{:,.0f}"),
+    ("p50_ms", "p50 ms", "{:.1f}"),
+    ("p99_ms", "p99 ms", "{:.1f}"),
+    ("errors", "errors", "{}"),
+    ("events_sent", "events written", "{:,}"),
+    ("write_timeouts", "writes timed out (unknown)", "{}"),
+    ("write_resolved", "resolved by retry", "{}"),
+    ("rss_start_mb", "server RSS after warm-up MiB", "{:.1f}"),
+    ("rss_end_mb", "server RSS at end MiB", "{:.1f}"),
+    ("rss_growth", "RSS growth", "{:+.1%}"),
+]
+
+
+@app.command("load")
+def load(
+    seconds: Annotated[float, typer.Option("--seconds", min=1, help="Measured duration.")] = 60,
+    clients: Annotated[int, typer.Option("--clients", min=1, help="Concurrent clients.")] = 32,
+    write_share: Annotated[
+        float, typer.Option("--write-share", min=0.0, max=1.0, help="Share of batch writes.")
+    ] = 0.2,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Events per write.")] = 10,
+    events: Annotated[int, typer.Option("--events", min=1, help="Events seeded first.")] = 20_000,
+    subjects: SubjectsOption = 2_000,
+    warmup: Annotated[
+        float, typer.Option("--warmup", min=0, help="Seconds of load before measuring.")
+    ] = 5,
+    seed: SeedOption = 2020,
+    json_out: JsonOption = False,
+) -> None:
+    """Serve a seeded SQLite store on a free loopback port and load it: balance and explain
+    reads and batch writes from concurrent clients; requests/s, p50/p99, errors, server memory."""
+    from pointbook.bench.load import LOAD_SERVE_ARGS, Mix, serve_and_load
+
+    reads = 1.0 - write_share
+    mix = Mix(balance=reads * 0.75, explain=reads * 0.25, write=write_share, batch=batch)
+    if not json_out:
+        err_console.print(
+            f"bench load: {clients} clients for {seconds:g} s (+{warmup:g} s warm-up) against "
+            f"pointbook serve on {events:,} seeded events…"
+        )
+    result = serve_and_load(seconds, clients, mix, events, subjects, seed, warmup, LOAD_SERVE_ARGS)
+    _show(result, json_out, _LOAD)

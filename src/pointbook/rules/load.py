@@ -22,6 +22,9 @@ PathKey = tuple[str | int, ...]
 
 MAX_PACK_BYTES = 2_000_000
 MAX_DEPTH = 64
+# Numbers a pack may hold: exactly representable as a double and far inside the 64-bit
+# integers the stores keep points in, so no sum of them can overflow a column.
+MAX_NUMBER = 2**53 - 1
 
 
 @dataclass(frozen=True)
@@ -78,14 +81,24 @@ def _scalar(node: Node, file: str) -> Any:
     if not isinstance(node, ScalarNode):
         raise PackError(f"{file}:{node.start_mark.line + 1}: keys must be plain scalars")
     loader = _SAFE("")
+    line = node.start_mark.line + 1
     try:
-        return loader.construct_object(node, deep=True)
-    except yaml.YAMLError as exc:
-        raise PackError(
-            f"{file}:{node.start_mark.line + 1}: not a plain YAML value: {exc}"
-        ) from exc
+        value = loader.construct_object(node, deep=True)
+    except (yaml.YAMLError, ValueError, OverflowError) as exc:
+        # PyYAML's constructors raise ValueError for a date such as 2021-02-30 or an integer
+        # of thousands of digits: a finding at its line, never a traceback.
+        why = "an integer of thousands of digits" if "digits" in str(exc) else str(exc)
+        raise PackError(f"{file}:{line}: not a plain YAML value: {why}") from exc
     finally:
         loader.dispose()
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if is_number and (value != value or abs(value) > MAX_NUMBER):
+        shown = str(value) if len(str(value)) <= 30 else str(value)[:27] + "..."
+        raise PackError(
+            f"{file}:{line}: the number {shown} is out of range: numbers in a pack are "
+            f"finite and at most {MAX_NUMBER:,} in magnitude"
+        )
+    return value
 
 
 _PLAIN_TAGS = {"!"} | {
@@ -95,8 +108,18 @@ _PLAIN_TAGS = {"!"} | {
 
 
 def _check_events(text: str, file: str) -> None:
+    # Streamed, so a file is refused at its first anchor, tag or level too deep, before it is
+    # composed: composing is recursive, and PyYAML's scanner slows quadratically with the
+    # depth of flow collections ("[[[[..." of a few thousand levels takes minutes).
+    depth = 0
     for event in yaml.parse(text, Loader=_SAFE):
         line = event.start_mark.line + 1 if event.start_mark else 0
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise PackError(f"{file}:{line}: nesting deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             raise PackError(
                 f"{file}:{line}: YAML anchors and aliases are not allowed in packs; write the "
@@ -120,7 +143,8 @@ def read_pack_documents(source: str | Path, text: str | None = None) -> list[Pac
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise PackError(f"{file}: pack file is not UTF-8 (byte {exc.start})") from exc
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise PackError(f"{file}:{line}: pack file is not UTF-8 (byte {exc.start})") from exc
     try:
         _check_events(text, file)
         nodes = list(yaml.compose_all(text, Loader=_SAFE))

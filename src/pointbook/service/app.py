@@ -7,16 +7,19 @@ calls are serialised with one lock (one writer per store, as the store expects).
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Query, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from pointbook.dates import parse_as_of
 from pointbook.due_process import ProcessError
@@ -29,12 +32,20 @@ from pointbook.errors import (
     PublishError,
     UnknownDomainError,
 )
-from pointbook.intake import read_records
+from pointbook.export_schema import ExportRecord
+from pointbook.intake import EventIn, read_records, unique_keys
 from pointbook.ledger import Ledger
 from pointbook.rules.lint import lint_documents
-from pointbook.rules.load import read_pack_documents
+from pointbook.rules.load import MAX_PACK_BYTES, read_pack_documents
 from pointbook.rules.pack import load_pack_text
 from pointbook.service.auth import Principal, Role, hash_token
+from pointbook.service.limits import (
+    DEFAULT_LIMITS,
+    IntakeLimiter,
+    IntakeLimits,
+    LimitExceeded,
+    limited_ingest,
+)
 from pointbook.views import appeal_view, decision_view
 
 __all__ = ["MAX_BODY_BYTES", "Problem", "create_app"]
@@ -51,7 +62,13 @@ class Problem(Exception):
         self.status, self.title, self.detail, self.type = status, title, detail, type_
 
 
-def _problem(status: int, title: str, detail: str, instance: str) -> JSONResponse:
+def _problem(
+    status: int,
+    title: str,
+    detail: str,
+    instance: str,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
     body = {
         "type": "about:blank",
         "title": title,
@@ -59,7 +76,106 @@ def _problem(status: int, title: str, detail: str, instance: str) -> JSONRespons
         "detail": detail,
         "instance": instance,
     }
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+# -- the OpenAPI document: every answer a route can give is documented, so that a fuzzer (and a
+# client generator) can hold the service to it (tests/test_fuzz_api.py).
+_PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "instance"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+    },
+    "additionalProperties": False,
+}
+_PROBLEM_WHY = {
+    400: "The body could not be parsed, or the client left before it was complete",
+    401: "No valid bearer token",
+    404: "Nothing at this address for this token (existence never leaks)",
+    405: "Method not allowed (the Allow header lists the allowed ones)",
+    409: "A conflict: a published version never changes",
+    413: "The body, or its count of new events, is over the limit",
+    422: "Refused, with the reason in detail",
+    429: "An intake limit was reached: retry after Retry-After seconds",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses for problem+json answers with these status codes."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        doc: dict[str, Any] = {
+            "description": _PROBLEM_WHY[code],
+            "content": {PROBLEM: {"schema": _PROBLEM_SCHEMA}},
+        }
+        if code == 429:
+            doc["headers"] = {
+                "Retry-After": {
+                    "description": "Seconds to wait before retrying the same request",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 1},
+                }
+            }
+        out[code] = doc
+    return out
+
+
+class ItemOut(BaseModel):
+    """One reported item: accepted (stored), duplicate (the id was already stored with the same
+    content: nothing changed), held (stored, held for a reviewer: it does not count on its
+    own), limited (not stored: retry the same id after retry_after seconds) or rejected."""
+
+    item: int
+    id: str | None
+    status: str = Field(pattern="^(accepted|duplicate|held|limited|rejected)$")
+    code: str | None = None
+    reason: str | None = None
+    retry_after: int | None = None
+
+
+class IngestOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    accepted: int
+    duplicates: int
+    rejected: int
+    held: int
+    limited: int
+    items: list[ItemOut]
+
+
+class VerifyOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ok: bool
+    records: int
+    root: str | None
+    first_bad: int | None
+    reason: str | None
+
+
+_EVENTS_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "A JSON array of events, or JSON Lines (one event per line)",
+        "content": {
+            "application/json": {
+                "schema": {"type": "array", "items": EventIn.model_json_schema()},
+            },
+            "application/jsonl": {"schema": {"type": "string"}},
+        },
+    }
+}
+_PACK_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "A pack file (YAML, UTF-8)",
+        "content": {"application/yaml": {"schema": {"type": "string"}}},
+    }
+}
 
 
 class AppealIn(BaseModel):
@@ -86,14 +202,20 @@ def create_app(
     ledger: Ledger,
     token_lookup: Callable[[str], Principal | None],
     now: Callable[[], datetime] | None = None,
+    limits: IntakeLimits | IntakeLimiter | None = DEFAULT_LIMITS,
 ) -> FastAPI:
+    """The API and portal on ``ledger``. ``limits``: the abuse limits on event intake (see
+    service/limits.py; a limiter to share or to drive with a test clock; None: no limits)."""
     clock = now or (lambda: datetime.now(UTC))
     lock = threading.RLock()
+    limiter = IntakeLimiter(limits) if isinstance(limits, IntakeLimits) else limits
     app = FastAPI(
         title="pointbook",
         version="1",
         description="An accountable points ledger. Published packs are public; records are not.",
+        responses=_errors(401, 404, 422),
     )
+    app.state.limiter = limiter
 
     @contextmanager
     def locked() -> Iterator[Ledger]:
@@ -113,7 +235,15 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _problem(exc.status_code, str(exc.detail), str(exc.detail), request.url.path)
+        # Keep the exception's headers: a 405 must say what is Allowed.
+        return _problem(
+            exc.status_code, str(exc.detail), str(exc.detail), request.url.path, exc.headers
+        )
+
+    @app.exception_handler(LimitExceeded)
+    async def on_limit(request: Request, exc: LimitExceeded) -> JSONResponse:
+        title = "Too many requests" if exc.status == 429 else "Content too large"
+        return _problem(exc.status, title, exc.detail, request.url.path, exc.headers())
 
     @app.exception_handler(PointbookError)
     async def on_pointbook(request: Request, exc: PointbookError) -> Response:
@@ -133,10 +263,16 @@ def create_app(
         return _problem(status, title, str(exc), request.url.path)
 
     # -- authentication ------------------------------------------------------------------------
-    def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
-        if not authorization or not authorization.lower().startswith("bearer "):
+    bearer = HTTPBearer(
+        auto_error=False, description="A token from `pointbook token create` (one domain, one role)"
+    )
+
+    def principal(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    ) -> Principal:
+        if credentials is None:
             raise Problem(401, "Unauthorized", "send `Authorization: Bearer TOKEN`")
-        found = token_lookup(hash_token(authorization[7:].strip()))
+        found = token_lookup(hash_token(credentials.credentials.strip()))
         if found is None:
             raise Problem(401, "Unauthorized", "unknown or revoked token")
         return found
@@ -205,7 +341,12 @@ def create_app(
                 ],
             }
 
-    @app.post("/v1/packs/{domain}/lint", tags=["packs"])
+    @app.post(
+        "/v1/packs/{domain}/lint",
+        tags=["packs"],
+        responses=_errors(400, 413),
+        openapi_extra=_PACK_BODY,
+    )
     async def lint_pack(domain: str, request: Request, who: Who) -> dict[str, Any]:
         """Lint a pack file (YAML in the body) without publishing it."""
         need(who, domain, "operator")
@@ -220,7 +361,13 @@ def create_app(
             "errors": sum(1 for f in findings if f.severity == "error"),
         }
 
-    @app.post("/v1/packs/{domain}", tags=["packs"], status_code=201)
+    @app.post(
+        "/v1/packs/{domain}",
+        tags=["packs"],
+        status_code=201,
+        responses=_errors(400, 409, 413),
+        openapi_extra=_PACK_BODY,
+    )
     async def publish_pack(domain: str, request: Request, who: Who) -> list[dict[str, Any]]:
         """Publish the versions of a pack file (YAML in the body) for this domain."""
         need(who, domain, "operator")
@@ -235,16 +382,35 @@ def create_app(
             ]
 
     # -- events ----------------------------------------------------------------------------------
-    @app.post("/v1/domains/{domain}/events", tags=["events"])
+    @app.post(
+        "/v1/domains/{domain}/events",
+        tags=["events"],
+        response_model=None,
+        responses={200: {"model": IngestOut}, **_errors(400, 413, 429)},
+        openapi_extra=_EVENTS_BODY,
+    )
     async def report_events(domain: str, request: Request, who: Who) -> dict[str, Any]:
         """A batch of events: a JSON array, or JSON Lines. Idempotent by event id; one result
-        per item. Over MAX_BODY_BYTES: 413."""
+        per item (a retry of a stored id answers `duplicate`). Over MAX_BODY_BYTES: 413. Under
+        the intake limits (docs/api.md): 429 with Retry-After, or items held or limited."""
         need(who, domain, "issuer")
         raw = await _body_bytes(request)
-        lines = _as_lines(raw)
+        lines = _as_lines(raw, request.headers.get("content-type"))
         import io
 
         records = list(read_records(io.BytesIO(lines), "jsonl"))
+        # A malformed item (not JSON, or not the published shape of an event) makes the whole
+        # request malformed: refused with the item and field, nothing applied. Items that are
+        # well formed but refused by the domain's rules get their own result in a 200.
+        broken = [rec for rec in records if rec.event is None]
+        if broken:
+            raise Problem(
+                422,
+                "Invalid request",
+                "; ".join(f"item {rec.line}: {rec.error}" for rec in broken[:5])
+                + (f" (and {len(broken) - 5} more)" if len(broken) > 5 else "")
+                + ": nothing was applied",
+            )
         for rec in records:
             if rec.event is not None and rec.event.domain != domain:
                 raise Problem(
@@ -252,36 +418,14 @@ def create_app(
                     "Refused",
                     f"item {rec.line}: domain {rec.event.domain!r} is not {domain!r}",
                 )
-        with locked() as led:
-            report = led.ingest(records)
-        rejected = {r.line: r for r in report.rejected}
-        items = []
-        for rec in records:
-            if rec.line in rejected:
-                r = rejected[rec.line]
-                items.append(
-                    {
-                        "item": rec.line,
-                        "id": r.event_id,
-                        "status": "rejected",
-                        "code": r.code,
-                        "reason": r.reason,
-                    }
-                )
-            else:
-                items.append(
-                    {
-                        "item": rec.line,
-                        "id": rec.event.id if rec.event else None,
-                        "status": "accepted",
-                    }
-                )
-        return {
-            "accepted": report.accepted,
-            "duplicates": report.duplicates,
-            "rejected": len(report.rejected),
-            "items": items,
-        }
+
+        def ingest() -> dict[str, Any]:
+            with locked() as led:
+                return limited_ingest(led, limiter, domain, who.label, records)
+
+        # In a worker thread: a large batch must not stall the event loop (and every other
+        # request) while it is written.
+        return await run_in_threadpool(ingest)
 
     # -- one record ---------------------------------------------------------------------------------
     @app.get("/v1/domains/{domain}/subjects/{subject}/balance", tags=["records"])
@@ -296,7 +440,12 @@ def create_app(
         with locked() as led:
             return led.view(domain, subject, as_of_param(domain, as_of), explain=True)
 
-    @app.get("/v1/domains/{domain}/subjects/{subject}/export", tags=["records"])
+    @app.get(
+        "/v1/domains/{domain}/subjects/{subject}/export",
+        tags=["records"],
+        response_model=None,
+        responses={200: {"model": ExportRecord}},
+    )
     def export(domain: str, subject: str, who: Who) -> dict[str, Any]:
         need_record(who, domain, subject)
         with locked() as led:
@@ -327,7 +476,11 @@ def create_app(
                 "next_offset": offset + limit if offset + limit < len(rows) else None,
             }
 
-    @app.post("/v1/domains/{domain}/decisions/{decision_id}/confirm", tags=["decisions"])
+    @app.post(
+        "/v1/domains/{domain}/decisions/{decision_id}/confirm",
+        tags=["decisions"],
+        responses=_errors(400),
+    )
     def confirm(domain: str, decision_id: str, body: ConfirmIn, who: Who) -> dict[str, Any]:
         need(who, domain, "reviewer")
         with locked() as led:
@@ -335,7 +488,9 @@ def create_app(
             return {"id": row.decision.id, "confirmed_by": who.label}
 
     # -- appeals ---------------------------------------------------------------------------------------
-    @app.post("/v1/domains/{domain}/appeals", tags=["appeals"], status_code=201)
+    @app.post(
+        "/v1/domains/{domain}/appeals", tags=["appeals"], status_code=201, responses=_errors(400)
+    )
     def file_appeal(domain: str, body: AppealIn, who: Who) -> dict[str, Any]:
         need(who, domain, "subject")
         assert who.subject is not None
@@ -367,7 +522,11 @@ def create_app(
                 "next_offset": offset + limit if offset + limit < len(found) else None,
             }
 
-    @app.post("/v1/domains/{domain}/appeals/{appeal_id}/decision", tags=["appeals"])
+    @app.post(
+        "/v1/domains/{domain}/appeals/{appeal_id}/decision",
+        tags=["appeals"],
+        responses=_errors(400),
+    )
     def decide_appeal(
         domain: str, appeal_id: str, body: AppealDecisionIn, who: Who
     ) -> dict[str, Any]:
@@ -380,7 +539,12 @@ def create_app(
             return appeal_view(a, led.versions(domain)[0].tz)
 
     # -- audit -----------------------------------------------------------------------------------------
-    @app.get("/v1/domains/{domain}/audit/verify", tags=["audit"])
+    @app.get(
+        "/v1/domains/{domain}/audit/verify",
+        tags=["audit"],
+        response_model=None,
+        responses={200: {"model": VerifyOut}},
+    )
     def audit_verify(domain: str, who: Who) -> dict[str, Any]:
         need(who, domain, "auditor")
         with locked() as led:
@@ -401,22 +565,34 @@ def create_app(
             )
         chunks = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise Problem(
-                    413, "Content too large", f"a request body is at most {MAX_BODY_BYTES:,} bytes"
-                )
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise Problem(
+                        413,
+                        "Content too large",
+                        f"a request body is at most {MAX_BODY_BYTES:,} bytes",
+                    )
+                chunks.append(chunk)
+        except ClientDisconnect as exc:
+            # A client that gave up mid-body (a timeout): nothing was read, nothing is applied;
+            # the same request sent again settles the outcome (T16).
+            raise Problem(
+                400, "Bad request", "the client left before the body was complete: nothing applied"
+            ) from exc
         return b"".join(chunks)
 
     async def _body_text(request: Request) -> str:
         raw = await _body_bytes(request)
+        if len(raw) > MAX_PACK_BYTES:  # the limit `pack lint` and `pack publish` apply to a file
+            raise Problem(413, "Content too large", f"a pack file is over {MAX_PACK_BYTES} bytes")
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
             raise Problem(
-                422, "Invalid request", f"the body is not UTF-8 (byte {exc.start})"
+                422, "Invalid request", f"the body is not UTF-8 (line {line}, byte {exc.start})"
             ) from exc
 
     from pointbook.service.portal import mount_portal
@@ -439,15 +615,29 @@ def _form_error(message: str, back: str | None) -> str:
     )
 
 
-def _as_lines(raw: bytes) -> bytes:
-    """A JSON array becomes JSON Lines; JSON Lines pass as they are."""
+def _as_lines(raw: bytes, content_type: str | None = None) -> bytes:
+    """A JSON array becomes JSON Lines; JSON Lines pass as they are. A body declared
+    `application/json` is a JSON array or is refused whole (422): it is not read line by line."""
     stripped = raw.lstrip()
-    if stripped.startswith(b"["):
+    declared = (content_type or "").partition(";")[0].strip().lower() == "application/json"
+    if stripped.startswith(b"[") or declared:
         try:
-            items = json.loads(stripped)
+            # An item that repeats a key is ambiguous (which value wins depends on the reader):
+            # refused, never silently resolved. Deep nesting is refused, not a server error.
+            items = json.loads(stripped, object_pairs_hook=unique_keys)
+        except RecursionError:
+            raise Problem(422, "Invalid request", "not a JSON array: nested too deeply") from None
         except ValueError as exc:
-            raise Problem(422, "Invalid request", f"not a JSON array: {exc}") from exc
+            raise Problem(
+                422,
+                "Invalid request",
+                f"not a JSON array: {exc} (send JSON Lines as application/jsonl)",
+            ) from exc
         if not isinstance(items, list):
-            raise Problem(422, "Invalid request", "expected a JSON array of events")
+            raise Problem(
+                422,
+                "Invalid request",
+                "expected a JSON array of events (send JSON Lines as application/jsonl)",
+            )
         return b"\n".join(json.dumps(i).encode() for i in items)
     return raw

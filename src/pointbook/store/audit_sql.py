@@ -86,14 +86,27 @@ class SQLiteDb:
 
 
 def event_commitment(event: Row, entries: Sequence[Row]) -> str:
-    """An event and its entries; after retention erasure, only the skeleton that remains."""
+    """An event and its entries; after retention erasure, what remains of them: every column
+    as it is left (the erased ones empty), unsalted, since the salt went with the details.
+    Every column counts: an erased event's entry moved to another subject, or details written
+    back into it, must fail verification (T11 found both passing with a partial skeleton)."""
     *fields, salt, erased_us = event
     ordered = sorted(entries)
     if erased_us is not None:
-        d, eid, subject, etype, occurred = fields[:5]
-        skeleton = [(e[0], e[2], e[3], e[4], e[5], e[6], e[9], e[10]) for e in ordered]
-        return commit(["erased-event", d, eid, subject, etype, occurred, erased_us, skeleton])
+        return commit(["erased-event/2", list(event), [list(e) for e in ordered]])
     return commit(["event", fields, [list(e) for e in ordered]], salt)
+
+
+def legacy_erased_commitment(event: Row, entries: Sequence[Row]) -> str | None:
+    """The partial skeleton that erasures recorded before "erased-event/2": still accepted for
+    those records, only while the erased columns are still empty (None otherwise)."""
+    d, eid, subject, etype, occurred, attributes, evidence, issuer, *_, salt, erased_us = event
+    if erased_us is None or (attributes, evidence, issuer, salt) != ("{}", None, None, None):
+        return None
+    if any(e[8] is not None for e in entries):
+        return None
+    skeleton = [(e[0], e[2], e[3], e[4], e[5], e[6], e[9], e[10]) for e in sorted(entries)]
+    return commit(["erased-event", d, eid, subject, etype, occurred, erased_us, skeleton])
 
 
 def commitment_of(db: Db, ref: str) -> str | None:
@@ -202,6 +215,12 @@ def all_refs(db: Db) -> Iterator[str]:
         "SELECT o.domain, o.key FROM pb_outbox_taken t JOIN pb_outbox o ON o.seq = t.seq"
     ):
         yield f"outbox-taken:{d}/{k}"
+    for (seq,) in db.iter(
+        "SELECT t.seq FROM pb_outbox_taken t LEFT JOIN pb_outbox o ON o.seq = t.seq"
+        " WHERE o.seq IS NULL"
+    ):
+        # A delivery mark for no queued row: it would silence the next notification queued.
+        yield f"outbox-taken:#{seq}"
     for h, used in db.iter("SELECT code_hash, used_us FROM pb_shares"):
         yield f"share:{h}"
         if used is not None:
@@ -250,15 +269,40 @@ def append(db: Db, at_us: int, records: Sequence[tuple[str, str, str, str]]) -> 
     return prev
 
 
+def adopt_unaudited(db: Db, at_us: int) -> int:
+    """Records, kind "adopt", for rows written before the audit log existed (a store created
+    at schema 0001, which had none), committed as they are found when the log is created.
+    From then on the log vouches for them; what happened to them before, it cannot say.
+    Without this, `verify` called every such row smuggled in, forever (T12 found it)."""
+    logged = {rec.ref for rec in records(db)}
+    # The tables of 0001 (the later ones do not exist yet while the log is being created).
+    old = [f"pack:{d}/{v}" for d, v in db.iter("SELECT domain, version FROM pb_pack_versions")]
+    old += [f"event:{d}/{i}" for d, i in db.iter("SELECT domain, id FROM pb_events")]
+    old += [
+        f"decision:{d}/{i}/{r}"
+        for d, i, r in db.iter("SELECT domain, id, revision FROM pb_decisions")
+    ]
+    found = []
+    for ref in sorted(set(old) - logged):
+        commitment = commitment_of(db, ref)
+        if commitment is not None:  # an entry without its event stays for verify to report
+            domain = ref.partition(":")[2].partition("/")[0]
+            found.append(("adopt", domain, ref, commitment))
+    if found:
+        append(db, at_us, found)
+    return len(found)
+
+
 def records(db: Db) -> Iterator[AuditRecord]:
     # seq is the table's key (in SQLite, INTEGER PRIMARY KEY: the rowid itself).
     for r in db.iter(f"SELECT {AUDIT_COLS} FROM pb_audit ORDER BY seq"):
         yield AuditRecord(*r)
 
 
-def event_commitments(db: Db) -> Iterator[tuple[str, str]]:
-    """(ref, commitment) of every event as stored: the same as `commitment_of` per event, but
-    in two ordered scans (events, entries) merged here instead of two queries per event."""
+def event_commitments(db: Db) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """(ref, accepted commitments) of every event as stored: the same as `commitment_of` per
+    event (and, for an erasure recorded before "erased-event/2", its legacy skeleton), but in
+    two ordered scans (events, entries) merged here instead of two queries per event."""
     entries = db.iter(f"SELECT domain, event_id, {ENTRY_COLS} FROM pb_entries ORDER BY 1, 2")
     pending = next(entries, None)
     for row in db.iter(f"SELECT {EVENT_COLS} FROM pb_events ORDER BY 1, 2"):
@@ -269,13 +313,15 @@ def event_commitments(db: Db) -> Iterator[tuple[str, str]]:
             if (pending[0], pending[1]) == key:
                 mine.append(pending[2:])
             pending = next(entries, None)
-        yield f"event:{row[0]}/{row[1]}", event_commitment(row, mine)
+        legacy = legacy_erased_commitment(row, mine)
+        strong = event_commitment(row, mine)
+        yield f"event:{row[0]}/{row[1]}", (strong,) if legacy is None else (strong, legacy)
 
 
 def verify(db: Db, progress: Callable[[int], None] | None = None) -> VerifyResult:
-    events: dict[str, str] | None = None
+    events: dict[str, tuple[str, ...]] | None = None
 
-    def current(ref: str) -> str | None:
+    def current(ref: str) -> str | tuple[str, ...] | None:
         nonlocal events
         if progress:
             progress(1)
@@ -288,7 +334,31 @@ def verify(db: Db, progress: Callable[[int], None] | None = None) -> VerifyResul
     def unaudited(known: set[str]) -> list[str]:
         return sorted(ref for ref in set(all_refs(db)) if ref not in known)
 
-    return verify_chain(records(db), current, unaudited)
+    result = verify_chain(records(db), current, unaudited)
+    if result.ok:
+        moved = outbox_out_of_order(db)
+        if moved is not None:
+            return VerifyResult(False, result.records, result.root, None, moved)
+    return result
+
+
+def outbox_out_of_order(db: Db) -> str | None:
+    """The delivery queue must be in the order its rows were audited: a queued notification
+    whose place (seq) was changed would be delivered out of turn without any row changing."""
+    logged = [
+        ref for (ref,) in db.iter("SELECT ref FROM pb_audit WHERE kind = 'outbox' ORDER BY seq")
+    ]
+    queued = [
+        f"outbox:{d}/{k}" for d, k in db.iter("SELECT domain, key FROM pb_outbox ORDER BY seq")
+    ]
+    present = set(queued)
+    expected = [ref for ref in logged if ref in present]
+    for mine, theirs in zip(queued, expected, strict=False):
+        if mine != theirs:
+            return (
+                f"{mine} is out of its place in the delivery queue (the log queued {theirs} there)"
+            )
+    return None
 
 
 def root(db: Db) -> str:

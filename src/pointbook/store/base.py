@@ -7,14 +7,33 @@ ledger. Every method is scoped to one domain: there is no cross-domain query (pr
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from pointbook.engine.model import Appeal, Decision, Entry, Event
+from pointbook.errors import StoreError
 from pointbook.store.audit import VerifyResult
 
-__all__ = ["DecisionRow", "PackRow", "Store"]
+__all__ = ["BatchRaceError", "DecisionRow", "PackRow", "Store"]
+
+
+class BatchRaceError(StoreError):
+    """Another writer stored some of a batch's event ids between the ledger's duplicate check
+    and the batch's write (two processes ingesting overlapping files). Nothing of the batch
+    was written; ingesting the same records again decides each of those ids as a duplicate or
+    a conflict. ``ids`` holds the (domain, id) pairs found already stored."""
+
+    def __init__(self, ids: Sequence[tuple[str, str]]) -> None:
+        self.ids = list(ids)
+        shown = ", ".join(f"{d}/{i}" for d, i in self.ids[:3])
+        more = f" and {len(self.ids) - 3} more" if len(self.ids) > 3 else ""
+        super().__init__(
+            f"another writer stored event {shown}{more} while this batch was being checked; "
+            "nothing of the batch was written: ingest it again (the same ids are then reported "
+            "as duplicates, or as conflicts if their content differs)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +77,14 @@ class Store(Protocol):
 
     # decisions (derived; materialised to deliver them and record reviewers' actions)
     def dirty_subjects(self, domain: str | None, limit: int) -> list[tuple[str, str]]: ...
+    def refreshing(self, domain: str) -> AbstractContextManager[None]:
+        """Hold the store's write lock while the caller re-derives decisions of ``domain``:
+        no other writer commits until it ends, so the work list, events, appeals and current
+        decisions read inside are still current when `write_decisions` appends to them (two
+        refreshers never both write revision n, and an event stored meanwhile is never
+        dropped from the work list unrefreshed)."""
+        ...
+
     def current_decisions(
         self, domain: str, subjects: Sequence[str] | None = None
     ) -> list[DecisionRow]: ...

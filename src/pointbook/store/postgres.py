@@ -18,7 +18,8 @@ from __future__ import annotations
 import random
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -32,10 +33,10 @@ from pointbook.engine.model import Decision, Entry, Event
 from pointbook.errors import StoreError
 from pointbook.store import audit_sql, rows
 from pointbook.store.audit import VerifyResult, commit
-from pointbook.store.base import DecisionRow, PackRow
+from pointbook.store.base import BatchRaceError, DecisionRow, PackRow
 from pointbook.store.postgres_db import Cursor, PgDb, Row, chunks, copy_rows
 from pointbook.store.postgres_process import PostgresProcessTables
-from pointbook.store.schema import POSTGRES_MIGRATIONS
+from pointbook.store.schema import AUDIT_LOG_MIGRATION, POSTGRES_MIGRATIONS
 
 __all__ = ["LOCK_CLASS", "PgDb", "PostgresStore", "redact", "split_url"]
 
@@ -64,6 +65,11 @@ def redact(url: str) -> str:
         return url
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+class PgBatchRaceError(BatchRaceError, errors.UniqueViolation):
+    """BatchRaceError on PostgreSQL: still the driver's UniqueViolation (the key refused the
+    batch) for code that catches that."""
 
 
 def lock_key(schema: str) -> tuple[int, int]:
@@ -123,6 +129,18 @@ class PostgresStore(PostgresProcessTables):
         """Take the store's write lock until the transaction ends (audit appends queue here)."""
         cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", self.lock_key)
 
+    @contextmanager
+    def refreshing(self, domain: str) -> Iterator[None]:
+        """One transaction holding the write lock while ``domain``'s decisions are refreshed:
+        the reads inside see every commit, no other writer commits until it ends, and the
+        writes inside (`write`) are savepoints of it."""
+        try:
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                self.lock(cur)
+                yield
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"{self.url}: {exc}") from exc
+
     def append(self, cur: Cursor, at_us: int, records: Sequence[Row]) -> None:
         """Append audit records under the write lock, inside the caller's transaction."""
         self.lock(cur)
@@ -172,6 +190,8 @@ class PostgresStore(PostgresProcessTables):
                 for stmt in ddl.split(";"):
                     if stmt.strip():
                         cur.execute(stmt)
+                if name == AUDIT_LOG_MIGRATION:
+                    audit_sql.adopt_unaudited(PgDb(cur), int(time.time() * 1e6))
                 cur.execute(
                     "INSERT INTO pb_migrations VALUES (%s, %s)", (name, int(time.time() * 1e6))
                 )
@@ -274,7 +294,21 @@ class PostgresStore(PostgresProcessTables):
             )
             self.append(cur, rec, records)
 
-        self.write(txn, locked=False)
+        try:
+            self.write(txn, locked=False)
+        except errors.UniqueViolation as exc:
+            # The ledger checked these ids before the write; another process may have stored
+            # some since. Rolled back whole: the caller ingests the batch again.
+            stored = self._stored_ids(events) if exc.diag.table_name == "pb_events" else []
+            if stored:
+                raise PgBatchRaceError(stored) from exc
+            raise
+
+    def _stored_ids(self, events: Sequence[tuple[Event, str]]) -> list[tuple[str, str]]:
+        by_domain: dict[str, list[str]] = {}
+        for e, _ in events:
+            by_domain.setdefault(e.domain, []).append(e.id)
+        return [(d, i) for d, ids in by_domain.items() for i in self.event_hashes(d, ids)]
 
     def subject_events(self, domain: str, subjects: Sequence[str]) -> dict[str, list[Event]]:
         out: dict[str, list[Event]] = {s: [] for s in subjects}

@@ -164,6 +164,11 @@ MIGRATIONS.append(
     )
 )
 
+# The migration that creates the audit log. Rows already in a store it upgrades (written at
+# 0001, before there was a log) are adopted into the log as it is created: each store's
+# `migrate` calls `adopt_unaudited` in that migration's transaction.
+AUDIT_LOG_MIGRATION = "0002-accountability"
+
 # The same migrations for PostgreSQL, under the same names in the same pb_migrations table.
 # Tables and columns keep SQLite's names and ORDER (commitments read some rows with SELECT *),
 # and types that return the Python values SQLite returns: BIGINT for times (microseconds),
@@ -340,3 +345,22 @@ _TOKENS = """
         """
 MIGRATIONS.append(("0003-tokens", _TOKENS.format(text="TEXT", int="INTEGER")))
 POSTGRES_MIGRATIONS.append(("0003-tokens", _TOKENS.format(text=_TEXT, int="BIGINT")))
+
+# Decisions are derived: a decision row written before 0002 lacks what 0002 added to it
+# (`requires_review`, `reason`), so after the upgrade it would be read with the defaults, e.g.
+# a sanction that needs a reviewer's confirmation shown in force without one (T12 found it).
+# The subjects of such rows (the only ones with no reason) are put on the work list, so the
+# next refresh re-derives their decisions under the current rules.
+_REDERIVE = """
+        {insert} INTO pb_dirty SELECT DISTINCT domain, subject FROM pb_decisions
+        WHERE reason IS NULL {conflict}
+        """
+MIGRATIONS.append(
+    ("0004-rederive-old-decisions", _REDERIVE.format(insert="INSERT OR IGNORE", conflict=""))
+)
+POSTGRES_MIGRATIONS.append(
+    (
+        "0004-rederive-old-decisions",
+        _REDERIVE.format(insert="INSERT", conflict="ON CONFLICT DO NOTHING"),
+    )
+)

@@ -8,6 +8,7 @@ transaction as the events that dirtied them.
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -22,8 +23,8 @@ from pointbook.errors import StoreError
 from pointbook.store import rows
 from pointbook.store import sqlite_audit as audit
 from pointbook.store.audit import VerifyResult, commit
-from pointbook.store.base import DecisionRow, PackRow
-from pointbook.store.schema import MIGRATIONS
+from pointbook.store.base import BatchRaceError, DecisionRow, PackRow
+from pointbook.store.schema import AUDIT_LOG_MIGRATION, MIGRATIONS
 from pointbook.store.sqlite_process import ProcessTables
 
 __all__ = ["SQLiteStore"]
@@ -36,6 +37,36 @@ _CHUNK = 500
 def _chunks(seq: Sequence[T], n: int = _CHUNK) -> Iterator[Sequence[T]]:
     for i in range(0, len(seq), n):
         yield seq[i : i + n]
+
+
+# SQLite's primary result codes for a full disk and for an I/O error (an extended code keeps
+# its primary code in the low byte). ENOSPC surfaces as either, depending on the write it hit.
+_SQLITE_FULL = 13
+_SQLITE_IOERR = 10
+
+
+def disk_error(path: str, exc: BaseException) -> StoreError | None:
+    """The actionable error for a write the disk refused (full, or failing); None otherwise.
+    Without it a full disk read "database or disk is full; another writer holds the store"
+    from the busy retry, or a traceback from inside a batch (the disk-full test found both)."""
+    code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.Error) else None
+    full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or (
+        code is not None and code & 0xFF == _SQLITE_FULL
+    )
+    if full:
+        return StoreError(
+            f"{path}: the disk is full ({exc}). Nothing of this write was stored: the store is "
+            "as it was before it. Free space on the disk that holds the store (its -wal file "
+            "grows while writing), then run the same command again: what is already stored is "
+            "recognised and skipped"
+        )
+    if code is not None and code & 0xFF == _SQLITE_IOERR:
+        return StoreError(
+            f"{path}: the disk refused a write ({exc}): it may be full or failing. Nothing of "
+            "this write was stored. Check the free space and the disk, then run the same "
+            "command again"
+        )
+    return None
 
 
 class SQLiteStore(ProcessTables):
@@ -54,20 +85,58 @@ class SQLiteStore(ProcessTables):
             self.conn.execute("PRAGMA secure_delete=ON")
             self.migrate()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: cannot open the store: {exc}") from exc
+            full = disk_error(self.path, exc)
+            raise full or StoreError(f"{self.path}: cannot open the store: {exc}") from exc
 
     # -- plumbing --------------------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic write: BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlock)."""
+        """One atomic write: BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlock).
+        Inside `refreshing` (the lock already held) a write is a savepoint of that transaction."""
+        if self.conn.in_transaction:
+            with self._savepoint():
+                yield self.conn
+            return
         self._retry(lambda: self.conn.execute("BEGIN IMMEDIATE"))
         try:
             yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+        except BaseException as exc:
+            if self.conn.in_transaction:  # a full disk may have rolled it back already
+                self.conn.execute("ROLLBACK")
+            full = disk_error(self.path, exc)
+            if full is not None:
+                raise full from exc
             raise
         else:
-            self._retry(lambda: self.conn.execute("COMMIT"))
+            try:
+                self._retry(lambda: self.conn.execute("COMMIT"))
+            except BaseException:
+                # After a failed COMMIT (an I/O error, a full disk, a reader holding on) SQLite
+                # may leave the transaction open; the next write would then join it and be
+                # acknowledged without ever being committed (T6 found it): roll it back.
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        self.conn.execute("SAVEPOINT pb_write")
+        try:
+            yield
+        except BaseException:
+            if self.conn.in_transaction:  # a full disk may have rolled back the whole of it
+                self.conn.execute("ROLLBACK TO pb_write")
+                self.conn.execute("RELEASE pb_write")
+            raise
+        else:
+            self.conn.execute("RELEASE pb_write")
+
+    @contextmanager
+    def refreshing(self, domain: str) -> Iterator[None]:
+        """The write lock (BEGIN IMMEDIATE) held while ``domain``'s decisions are refreshed:
+        the reads inside see every commit, and no other writer commits until it ends."""
+        with self.transaction():
+            yield
 
     def _retry(self, fn: Callable[[], T], attempts: int = 8) -> T:
         delay = 0.05
@@ -75,7 +144,9 @@ class SQLiteStore(ProcessTables):
             try:
                 return fn()
             except sqlite3.OperationalError as exc:
-                if ("locked" not in str(exc) and "busy" not in str(exc)) or i == attempts - 1:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise disk_error(self.path, exc) or StoreError(f"{self.path}: {exc}") from exc
+                if i == attempts - 1:
                     raise StoreError(f"{self.path}: {exc}; another writer holds the store") from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -90,9 +161,13 @@ class SQLiteStore(ProcessTables):
             if name in done:
                 continue
             with self.transaction() as c:
+                if c.execute("SELECT 1 FROM pb_migrations WHERE name = ?", (name,)).fetchone():
+                    continue  # another process applied it while this one waited for the lock
                 for stmt in sql.split(";"):
                     if stmt.strip():
                         c.execute(stmt)
+                if name == AUDIT_LOG_MIGRATION:
+                    audit.adopt_unaudited(c, int(time.time() * 1e6))
                 c.execute("INSERT INTO pb_migrations VALUES (?, ?)", (name, int(time.time() * 1e6)))
 
     def close(self) -> None:
@@ -165,14 +240,28 @@ class SQLiteStore(ProcessTables):
         event_rows = rows.event_rows(events, rec)
         entry_rows = rows.entry_rows(entries, rec)
         records = rows.event_records(event_rows, entry_rows)
-        with self.transaction() as c:
-            c.executemany(f"INSERT INTO pb_events VALUES ({', '.join('?' * 13)})", event_rows)
-            c.executemany(f"INSERT INTO pb_entries VALUES ({', '.join('?' * 14)})", entry_rows)
-            c.executemany(
-                "INSERT OR IGNORE INTO pb_dirty VALUES (?, ?)",
-                sorted({(e.domain, e.subject) for e, _ in events}),
-            )
-            audit.append(c, rec, records)
+        try:
+            with self.transaction() as c:
+                c.executemany(f"INSERT INTO pb_events VALUES ({', '.join('?' * 13)})", event_rows)
+                c.executemany(f"INSERT INTO pb_entries VALUES ({', '.join('?' * 14)})", entry_rows)
+                c.executemany(
+                    "INSERT OR IGNORE INTO pb_dirty VALUES (?, ?)",
+                    sorted({(e.domain, e.subject) for e, _ in events}),
+                )
+                audit.append(c, rec, records)
+        except sqlite3.IntegrityError as exc:
+            # The ledger checked these ids before taking the write lock; another process may
+            # have stored some since. Rolled back whole: the caller ingests the batch again.
+            stored = self._stored_ids(events)
+            if stored:
+                raise BatchRaceError(stored) from exc
+            raise
+
+    def _stored_ids(self, events: Sequence[tuple[Event, str]]) -> list[tuple[str, str]]:
+        by_domain: dict[str, list[str]] = {}
+        for e, _ in events:
+            by_domain.setdefault(e.domain, []).append(e.id)
+        return [(d, i) for d, ids in by_domain.items() for i in self.event_hashes(d, ids)]
 
     def subject_events(self, domain: str, subjects: Sequence[str]) -> dict[str, list[Event]]:
         out: dict[str, list[Event]] = {s: [] for s in subjects}
