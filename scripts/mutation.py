@@ -39,7 +39,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TARGETS = ["src/pointbook/engine/fold.py", "src/pointbook/engine/judge.py"]
 DEFAULT_FAST = ["tests/test_fold.py"]
-DEFAULT_CONFIRM = ["tests/test_scenarios.py", "tests/test_properties.py"]
+# Survivors of the fast subset meet the suites that reach the rest of the fold: the scenarios,
+# the properties, and the principles (appeals, erasure, decisions end to end).
+DEFAULT_CONFIRM = [
+    "tests/test_scenarios.py",
+    "tests/test_properties.py",
+    "tests/test_principles.py",
+]
 
 COMPARE_SWAPS: dict[type[ast.cmpop], type[ast.cmpop]] = {
     ast.Lt: ast.LtE,

@@ -132,7 +132,7 @@ def assert_nothing_leaked_to_users(outcomes: list[Outcome]) -> None:
         assert o.report, f"writer {i} printed no report (exit {o.returncode})"
 
 
-@pytest.mark.timeout(3600 if SOAK else 300)
+@pytest.mark.timeout(3600 if SOAK else 600)
 def test_overlapping_writers_equal_a_serial_replay(
     new_db: Callable[[str], str], tmp_path: Path
 ) -> None:
@@ -184,7 +184,7 @@ def test_overlapping_writers_equal_a_serial_replay(
     )
 
 
-@pytest.mark.timeout(3600 if SOAK else 300)
+@pytest.mark.timeout(3600 if SOAK else 600)
 def test_concurrent_conflicting_ids_one_wins_the_others_are_told(
     new_db: Callable[[str], str], tmp_path: Path
 ) -> None:

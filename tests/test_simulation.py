@@ -489,7 +489,7 @@ def test_t6_a_seed_replays_exactly(folder: Path, monkeypatch: pytest.MonkeyPatch
     assert runs[0] == runs[1], "the same seed took different paths: the simulation leaks randomness"
 
 
-def test_t2_the_store_acknowledges_only_what_survives_a_power_loss(tmp_path: Path) -> None:
+def test_t2_the_store_runs_wal_with_synchronous_full(tmp_path: Path) -> None:
     """T2 is not run here (no LazyFS or VM reset on this machine): this pins the settings the
     durability argument rests on. WAL with synchronous=FULL syncs the WAL on every COMMIT, so an
     acknowledged batch is on disk; with NORMAL the last commits could be lost on power loss."""
