@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import subprocess
 import sys
@@ -87,29 +88,62 @@ class Outcome:
     rejects: list[dict[str, Any]]
 
 
+def has_opened_store(pid: int, db: str) -> bool:
+    """Whether a process holds the store open (SQLite: the file; PostgreSQL: a socket)."""
+    want = os.path.realpath(db) if backend_of(db) == "sqlite" else "socket:"
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(want):
+                return True
+        except OSError:
+            continue  # closed meanwhile
+    return False
+
+
 def run_writers(db: str, files: list[Path], batch: int) -> list[Outcome]:
-    """Start one `pointbook ingest` per file at once and collect what each told its user."""
+    """Run one `pointbook ingest -` per file, all writing at the same moment: each process
+    starts, opens the store and waits on its standard input; once all have, every file is
+    fed at once. (Started one after the other, the first would be done before the last had
+    imported pointbook, and they would never race.) What each told its user is collected."""
     procs = []
     for path in files:
         rejects = path.with_suffix(".rejects")
-        command = ["ingest", str(path), "--db", db, "--batch-size", str(batch), "--json"]
+        command = ["ingest", "-", "--db", db, "--batch-size", str(batch), "--json"]
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "pointbook", *command, "--rejects", str(rejects)],
                 cwd=ROOT,
                 env=ENV,
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                text=True,
             )
         )
+    deadline = time.monotonic() + 300
+    while not all(has_opened_store(p.pid, db) for p in procs):
+        assert all(p.poll() is None for p in procs), "a writer ended before reading its input"
+        assert time.monotonic() < deadline, "the writers did not open the store in 300 s"
+        time.sleep(0.05)
+    answers: list[tuple[bytes, bytes]] = [(b"", b"")] * len(procs)
+
+    def feed(i: int) -> None:
+        answers[i] = procs[i].communicate(files[i].read_bytes(), timeout=600)
+
+    feeders = [threading.Thread(target=feed, args=(i,)) for i in range(len(procs))]
+    for t in feeders:
+        t.start()
+    for t in feeders:
+        t.join()
     out: list[Outcome] = []
-    for proc, path in zip(procs, files, strict=True):
-        stdout, stderr = proc.communicate(timeout=600)
+    for proc, path, (stdout, stderr) in zip(procs, files, answers, strict=True):
         rejects_file = path.with_suffix(".rejects")
         rejects = [json.loads(line) for line in rejects_file.read_text().splitlines()]
         report = json.loads(stdout) if stdout.strip() else {}
-        out.append(Outcome(proc.returncode, stderr, report, rejects))
+        out.append(Outcome(proc.returncode, stderr.decode(errors="replace"), report, rejects))
     return out
 
 
