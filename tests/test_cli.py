@@ -1025,3 +1025,11 @@ def test_demo_runs_small_is_reproducible_and_prints_tokens(tmp_path: Path) -> No
     again = ok(pb(*args, db=db))
     assert "accepted 0 · duplicates 3,000 · rejected 0" in again.stdout
     assert ok(pb("audit", "verify", db=db)).returncode == 0
+
+
+def test_an_error_message_is_printed_as_written_never_as_markup(tmp_path: Path) -> None:
+    """A name a user typed can hold text that looks like terminal markup: `[/x]` must neither
+    crash the error printer nor vanish, and `[bold]` must be shown as typed."""
+    db = tmp_path / "pb.db"
+    out = failed(pb("balance", "[/x][bold]", "s1", db=db))
+    assert "[/x][bold]" in out

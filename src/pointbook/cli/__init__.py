@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from pointbook.cli.common import err_console
 from pointbook.errors import PointbookError
@@ -42,7 +43,7 @@ def main() -> None:
     try:
         app()
     except PointbookError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)
         sys.exit(1)
     except BrokenPipeError:  # e.g. `pointbook export ... | head`
         sys.exit(0)
