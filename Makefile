@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DB ?= pointbook.db
 
-.PHONY: demo test lint check clean bench
+.PHONY: demo test lint check clean bench soak
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "pointbook needs Python 3.11 or newer")'
@@ -39,6 +39,14 @@ check: lint test
 bench: $(VENV)/.installed
 	$(BIN)/pointbook bench ingest --events 50000 --subjects 5000
 	$(BIN)/pointbook bench recompute --events 50000 --subjects 5000
+
+## soak: the reliability tests at full size (POINTBOOK_SOAK=1) and the mutation run; long
+soak: $(VENV)/.installed-test
+	POINTBOOK_SOAK=1 $(BIN)/python -m pytest -s tests/test_crash.py tests/test_concurrency.py \
+		tests/test_stateful.py tests/test_corpus.py tests/test_fuzz_api.py tests/test_disk_full.py \
+		tests/test_load.py tests/test_order.py tests/test_simulation.py tests/test_tamper.py \
+		tests/test_upgrade.py tests/test_limits.py tests/test_invariants.py tests/test_time_edges.py
+	$(BIN)/python scripts/mutation.py --json mutation.json
 
 clean:
 	rm -rf $(VENV) demo-data $(DB) $(DB)-wal $(DB)-shm
