@@ -364,14 +364,21 @@ class _Fold:
     def admit(self, entry: Entry, version: PackVersion, event: Event) -> None:
         """Apply an entry when it is final and not under appeal: now, at the end of the
         contest window, or when an appeal is dismissed; never if an appeal is upheld."""
-        appeal = next(
+        covering = sorted(
             (
                 a
                 for a in self.entry_appeals.get(entry.event_id, [])
                 if a.covers(entry.event_id, entry.rule_id)
             ),
-            None,
+            key=lambda a: (a.filed_at, a.id),
         )
+        # One appeal at a time is open; another may be filed once the last is decided. An
+        # upheld one reverses the entry at every date; otherwise the first shapes when the
+        # entry first counts and each later one suspends it from its filing (as one filed
+        # after the entry became final).
+        upheld = next((a for a in covering if a.outcome == "upheld"), None)
+        appeal = upheld or (covering[0] if covering else None)
+        later = [] if upheld is not None else covering[1:]
         state = appeal.state(self.as_of) if appeal else None
         if appeal is not None and appeal.outcome == "upheld":
             # An upheld appeal corrects the record: the entry never counted, at any date.
@@ -424,9 +431,9 @@ class _Fold:
                 )
         else:
             self.apply_entry(item, version, entry.occurred_at)
-        if appeal is not None:
+        for a in [appeal, *later] if appeal is not None else later:
             # Contested after it became final: suspended from the filing on.
-            self.schedule(appeal.filed_at, RESTORE, 6, entry.event_id, ("suspend", item, appeal))
+            self.schedule(a.filed_at, RESTORE, 6, entry.event_id, ("suspend", item, a))
 
     def course_for(self, version: PackVersion, event_type: str) -> RestorationSpec | None:
         if self.window:

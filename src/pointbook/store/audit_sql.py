@@ -345,14 +345,16 @@ def verify(db: Db, progress: Callable[[int], None] | None = None) -> VerifyResul
 def outbox_out_of_order(db: Db) -> str | None:
     """The delivery queue must be in the order its rows were audited: a queued notification
     whose place (seq) was changed would be delivered out of turn without any row changing."""
-    logged = [
-        ref for (ref,) in db.iter("SELECT ref FROM pb_audit WHERE kind = 'outbox' ORDER BY seq")
-    ]
+    # A key queued again (a subject erased on request, then reported again for the same facts,
+    # gets the same derived decision and key) takes its place from its latest record.
+    place: dict[str, int] = {}
+    for seq, ref in db.iter("SELECT seq, ref FROM pb_audit WHERE kind = 'outbox' ORDER BY seq"):
+        place[str(ref)] = int(seq)
     queued = [
         f"outbox:{d}/{k}" for d, k in db.iter("SELECT domain, key FROM pb_outbox ORDER BY seq")
     ]
     present = set(queued)
-    expected = [ref for ref in logged if ref in present]
+    expected = sorted((ref for ref in place if ref in present), key=place.__getitem__)
     for mine, theirs in zip(queued, expected, strict=False):
         if mine != theirs:
             return (
