@@ -34,7 +34,6 @@ from typing import Any
 import pytest
 
 from pointbook.bench import DOMAINS, generate_workload
-from pointbook.cli.records import ingest_batches
 from pointbook.intake import read_records
 from pointbook.ledger import Ledger
 from pointbook.store import open_store
@@ -406,8 +405,8 @@ def test_a_raced_batch_is_refused_whole_then_each_id_is_decided(
     """The race under T3/T4, forced: ledger A checks a batch's ids (none stored), then ledger
     B stores three of them (two with A's content, one with other content) before A writes.
     A's write is refused whole (BatchRaceError, nothing written; on PostgreSQL still the
-    driver's UniqueViolation), and `pointbook ingest`'s batch loop ingests it again: the two
-    become duplicates, the third a conflict, the rest accepted, with exact counts."""
+    driver's UniqueViolation), and the ledger checks the batch again: the two become
+    duplicates, the third a conflict, the rest accepted, with exact counts."""
     shared = new_db("shared")
     publish_workload_packs(shared)
     pool = generate_workload(40, 10, SEED + 11)
@@ -427,15 +426,26 @@ def test_a_raced_batch_is_refused_whole_then_each_id_is_decided(
             return found
 
         a.store.event_hashes = check_then_race  # type: ignore[method-assign]
-        with pytest.raises(BatchRaceError) as refused:
-            a.ingest(read_records(io.BytesIO(b"\n".join(lines)), "jsonl"), refresh=False)
-        assert {i for _, i in refused.value.ids} <= {e["id"] for e in pool[3:6]}
-        assert count_events(a.store) == 3  # nothing of A's batch was written
-        report = ingest_batches(a, read_records(io.BytesIO(b"\n".join(lines)), "jsonl"), 100)
+        write = a.store.write_batch
+        refusals: list[tuple[set[str], int]] = []
+
+        def refused_whole(*args: Any) -> None:
+            try:
+                write(*args)
+            except BatchRaceError as exc:
+                refusals.append(({i for _, i in exc.ids}, count_events(a.store)))
+                raise
+
+        a.store.write_batch = refused_whole  # type: ignore[method-assign]
+        report = a.ingest(read_records(io.BytesIO(b"\n".join(lines)), "jsonl"), refresh=False)
         a.refresh_decisions()
     finally:
         a.close()
         b.close()
+    # Refused once, whole (only B's three events stored), then checked again by the ledger.
+    assert len(refusals) == 1
+    assert refusals[0][0] <= {e["id"] for e in pool[3:6]}
+    assert refusals[0][1] == 3
     assert (report.accepted, report.duplicates) == (len(pool) - 3, 2)
     assert [(r.event_id, r.code) for r in report.rejected] == [(pool[5]["id"], "event/conflict")]
     check_store(shared)

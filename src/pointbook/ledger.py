@@ -7,6 +7,8 @@ export questions. The clock is injected (``now``) so that tests control time.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,12 +38,14 @@ from pointbook.errors import (
 from pointbook.intake import RawRecord
 from pointbook.rules.categories import is_reserved_event_type
 from pointbook.rules.pack import PackVersion, load_pack_file, load_pack_text
-from pointbook.store.base import PackRow, Store
+from pointbook.store.base import BatchRaceError, PackRow, Store
 
 __all__ = ["HORIZON", "IngestReport", "Ledger", "PublishResult", "Reject"]
 
 # Decisions are materialised from a fold that runs to the end of every known effect.
 HORIZON = datetime(3000, 1, 1, tzinfo=UTC)
+# A batch raced by another writer is checked again this many times before the error is raised.
+RACE_ATTEMPTS = 12
 # Events reported as happening in the future are refused (beyond clock skew).
 FUTURE_TOLERANCE = timedelta(days=1)
 
@@ -273,6 +277,26 @@ class Ledger(RecordImport):
         return report
 
     def _ingest_batch(self, batch: list[RawRecord], report: IngestReport) -> None:
+        """One atomic batch. Another process may store some of its ids between the check and
+        the write: the store then refuses the batch whole (BatchRaceError) and it is checked
+        again after a short random pause, so those ids come back as duplicates or conflicts."""
+        for attempt in range(RACE_ATTEMPTS):
+            part = IngestReport()
+            try:
+                self._check_and_write(batch, part)
+            except BatchRaceError:
+                if attempt == RACE_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0, 0.01 * 2**attempt))
+                continue
+            report.accepted += part.accepted
+            report.duplicates += part.duplicates
+            report.rejected.extend(part.rejected)
+            report.entries += part.entries
+            report.subjects.update(part.subjects)
+            return
+
+    def _check_and_write(self, batch: list[RawRecord], report: IngestReport) -> None:
         good: dict[tuple[str, str], tuple[RawRecord, Event, str, PackVersion]] = {}
 
         def reject(rec: RawRecord, code: str, reason: str) -> None:
