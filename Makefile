@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DB ?= pointbook.db
 
-.PHONY: demo test lint check clean bench soak
+.PHONY: demo test lint check clean bench bench-full soak
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "pointbook needs Python 3.11 or newer")'
@@ -34,6 +34,17 @@ lint: $(VENV)/.installed-test
 	$(BIN)/mypy
 
 check: lint test
+
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	@touch $@ $(VENV)/.installed
+
+## bench-full: the issue's sizes (hours on 2 cores; run on an idle machine)
+bench-full: $(VENV)/.installed-bench
+	$(BIN)/pointbook bench ingest --events 200000 --subjects 20000
+	$(BIN)/pointbook bench query --subjects 1000000 --entries 10000000
+	$(BIN)/pointbook bench scale --plot docs/img/bench-scale.svg
+	$(BIN)/pointbook bench memory --events 10000000 --subjects 1000000
 
 ## bench: a modest benchmark run (SQLite; see docs/benchmarks.md for larger ones)
 bench: $(VENV)/.installed
