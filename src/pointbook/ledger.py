@@ -76,6 +76,14 @@ class IngestReport:
     entries: int = 0
     subjects: set[tuple[str, str]] = field(default_factory=set)
 
+    def add(self, part: IngestReport) -> None:
+        """Add another report's counts and items to this one."""
+        self.accepted += part.accepted
+        self.duplicates += part.duplicates
+        self.rejected.extend(part.rejected)
+        self.entries += part.entries
+        self.subjects.update(part.subjects)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "accepted": self.accepted,
@@ -289,11 +297,7 @@ class Ledger(RecordImport):
                     raise
                 time.sleep(random.uniform(0, 0.01 * 2**attempt))
                 continue
-            report.accepted += part.accepted
-            report.duplicates += part.duplicates
-            report.rejected.extend(part.rejected)
-            report.entries += part.entries
-            report.subjects.update(part.subjects)
+            report.add(part)
             return
 
     def _check_and_write(self, batch: list[RawRecord], report: IngestReport) -> None:

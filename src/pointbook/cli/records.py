@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import json
-import random
 import sys
-import time
-from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Annotated, Any
@@ -31,14 +26,10 @@ from pointbook.cli.common import (
     print_json,
 )
 from pointbook.dates import describe_as_of
-from pointbook.intake import RawRecord, parse_json, read_records
-from pointbook.ledger import IngestReport, Ledger
-from pointbook.store.base import BatchRaceError
+from pointbook.intake import parse_json, read_records
 from pointbook.views import decision_view
 
 PROGRESS_MIN_LINES = 5000
-# A batch raced by another writer is ingested again; each attempt decides more of its ids.
-RACE_ATTEMPTS = 12
 
 
 def _count_lines(path: Path) -> int:
@@ -47,46 +38,6 @@ def _count_lines(path: Path) -> int:
         for block in iter(lambda: fh.read(1 << 20), b""):
             n += block.count(b"\n")
     return n
-
-
-def ingest_batches(
-    ledger: Ledger,
-    records: Iterable[RawRecord],
-    batch_size: int,
-    advance: Callable[[int], None] | None = None,
-) -> IngestReport:
-    """Ingest batch by batch, without refreshing decisions. Processes ingesting overlapping
-    files into one store race on shared ids: a batch whose ids another writer stored after
-    the ledger checked them is refused whole (BatchRaceError) and ingested again after a short
-    random pause, so each id ends accepted by exactly one writer and counted a duplicate or a
-    conflict by the others; the user never sees the race."""
-    report = IngestReport()
-    it = iter(records)
-    while batch := list(itertools.islice(it, batch_size)):
-        for attempt in range(RACE_ATTEMPTS):
-            try:
-                part = ledger.ingest(batch, batch_size, refresh=False)
-                break
-            except BatchRaceError:
-                if attempt == RACE_ATTEMPTS - 1:
-                    raise
-                time.sleep(random.uniform(0, 0.01 * 2**attempt))
-        _add_report(report, part)
-        if advance:
-            advance(len(batch))
-    return report
-
-
-def _add_report(total: IngestReport, part: IngestReport) -> None:
-    # Field by field, so that a field added to the report is summed too.
-    for f in dataclasses.fields(IngestReport):
-        mine, more = getattr(total, f.name), getattr(part, f.name)
-        if isinstance(mine, list):
-            mine.extend(more)
-        elif isinstance(mine, set):
-            mine.update(more)
-        else:
-            setattr(total, f.name, mine + more)
 
 
 def progress_bar() -> Progress:
@@ -141,13 +92,15 @@ def ingest(
         if total >= PROGRESS_MIN_LINES:
             with progress_bar() as bar:
                 task = bar.add_task("ingesting", total=total)
-                report = ingest_batches(ledger, records, batch_size, lambda n: bar.advance(task, n))
+                # A batch another writer raced is checked again by the ledger itself.
+                report = ledger.ingest(
+                    records, batch_size, progress=lambda n: bar.advance(task, n), refresh=False
+                )
                 dirty = len(report.subjects)
                 task2 = bar.add_task("deciding", total=dirty)
                 ledger.refresh_decisions(progress=lambda n: bar.advance(task2, n))
         else:
-            report = ingest_batches(ledger, records, batch_size)
-            ledger.refresh_decisions()
+            report = ledger.ingest(records, batch_size)
     finally:
         ledger.close()
         if stream is not sys.stdin.buffer:
