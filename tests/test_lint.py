@@ -131,6 +131,32 @@ def test_points_from_a_non_integer_attribute() -> None:
     assert only(lint(text), "pack/points-attribute")
 
 
+@pytest.mark.parametrize(
+    ("bounds", "code"),
+    [
+        ("", "pack/unbounded-points"),
+        (", minimum: 1", "pack/unbounded-points"),
+        (", minimum: 1, maximum: 50", None),
+    ],
+)
+def test_points_from_an_unbounded_attribute_are_a_warning(bounds: str, code: str | None) -> None:
+    # Proportionality (R14, docs/principles.md): points read from an attribute need its bounds.
+    text = GOOD.replace(
+        "      place:", f"      bags: {{type: integer{bounds}}}\n      place:"
+    ).replace("points: -5", "points: {attribute: bags, scale: -1}")
+    text = text.replace("[{weight_kg: 2}]", "[{weight_kg: 2, bags: 1}]").replace(
+        "[{weight_kg: 0.5}]", "[{weight_kg: 0.5, bags: 1}]"
+    )
+    found = lint(text)
+    assert not [x for x in found if x.severity == "error"], found
+    if code is None:
+        assert found == []
+    else:
+        f = only(found, code)
+        assert f.severity == "warning" and "declare minimum and maximum" in f.message
+        assert f.line == line_of(text, "points: {attribute: bags")
+
+
 def test_duplicate_rule_ids() -> None:
     rule = GOOD[GOOD.index("  - id: litter") : GOOD.index("retention")]
     text = GOOD.replace("retention: 3 years", rule + "retention: 3 years")

@@ -205,6 +205,19 @@ def check_references(doc: PackDocument, spec: PackSpec) -> list[Finding]:
                         f"{suggest(rule.points.attribute, list(spec.event_types[rule.event].attributes))}",
                     )
                 )
+            elif pattr.minimum is None or pattr.maximum is None:
+                # Without bounds one report can move a balance by any amount, and a value
+                # beyond what the store holds stops the whole batch it arrives in.
+                out.append(
+                    _warn(
+                        doc,
+                        ("rules", i, "points", "attribute"),
+                        "pack/unbounded-points",
+                        f"rule {rule.id!r} takes points from {rule.points.attribute!r}, which has "
+                        f"no {'minimum' if pattr.minimum is None else 'maximum'}: one event can "
+                        "give any number of points; declare minimum and maximum on the attribute",
+                    )
+                )
     return out
 
 
