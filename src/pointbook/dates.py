@@ -91,8 +91,10 @@ def _add_months(d: datetime, months: int) -> datetime:
     total = d.year * 12 + (d.month - 1) + months
     year, month = divmod(total, 12)
     month += 1
-    last = calendar.monthrange(year, month)[1]
-    return d.replace(year=year, month=month, day=min(d.day, last))
+    day = d.day
+    if day > 28:  # every month has 28 days: only a later day may need the month's last
+        day = min(day, calendar.monthrange(year, month)[1])
+    return d.replace(year=year, month=month, day=day)
 
 
 def add_duration(instant: datetime, duration: Duration, tz: ZoneInfo, times: int = 1) -> datetime:
@@ -102,13 +104,24 @@ def add_duration(instant: datetime, duration: Duration, tz: ZoneInfo, times: int
     2021" is an effect that never comes, not an error in the middle of a fold."""
     try:
         local = instant.astimezone(tz).replace(tzinfo=None)
-        local = _add_months(local, times * (duration.years * 12 + duration.months))
-        local = local + timedelta(days=times * duration.days)
+        # Each unit is added only when there is some of it (the engine adds a duration for
+        # almost every entry). Adding a timedelta, even a zero one, also clears `fold`, which
+        # picks the earlier of two ambiguous wall times below: it is cleared all the same.
+        months = times * (duration.years * 12 + duration.months)
+        if months:
+            local = _add_months(local, months)
+        if duration.days:
+            local = local + timedelta(days=times * duration.days)
+        elif local.fold:
+            local = local.replace(fold=0)
         result = local.replace(tzinfo=tz).astimezone(UTC)
-        result = result + timedelta(hours=times * duration.hours)
+        if duration.hours:
+            result = result + timedelta(hours=times * duration.hours)
     except (OverflowError, ValueError):
         return LATEST if times >= 0 else EARLIEST
-    return min(max(result, EARLIEST), LATEST)
+    if result < EARLIEST:
+        return EARLIEST
+    return LATEST if result > LATEST else result
 
 
 def day_start(d: date, tz: ZoneInfo) -> datetime:
@@ -176,7 +189,7 @@ def parse_as_of(value: str | None, tz: ZoneInfo, now: datetime) -> datetime:
 
 def format_local(instant: datetime, tz: ZoneInfo) -> str:
     local = instant.astimezone(tz)
-    if local.time() == time(0):
+    if not (local.hour or local.minute or local.second or local.microsecond):  # midnight
         return local.date().isoformat()
     return local.isoformat(timespec="microseconds" if local.microsecond else "seconds")
 

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from functools import lru_cache
+from operator import attrgetter
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pointbook.dates import Duration, add_duration, format_local, local_date
 from pointbook.engine.judge import judge
@@ -27,6 +31,7 @@ from pointbook.engine.model import (
     Line,
     LineKind,
     SubjectState,
+    fast_maker,
 )
 from pointbook.rules.attributes import attribute_problems
 from pointbook.rules.pack import PackVersion, version_at
@@ -45,12 +50,17 @@ __all__ = ["evaluate_subject"]
 PROJECTION_LIMIT = Duration(years=100)
 HORIZON_CAP = datetime(2900, 1, 1, tzinfo=UTC)
 
+# The records a fold makes at nearly every step, made without the frozen __init__'s cost.
+_line = fast_maker(Line)
+_entry_status = fast_maker(EntryStatus)
+_decision = fast_maker(Decision)
+
 # Phases of one instant (docs/rule-packs.md, "Order of evaluation").
 EXPIRE, RESTORE, EVENT, LATE_EXIT = 0, 1, 2, 3
 _RESTORE_ORDER = {"clean-period": 0, "small-loss": 1, "entry-return": 2, "course": 3, "grace": 4}
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     entry: Entry
     applied: int = 0
@@ -62,7 +72,7 @@ class _Item:
     applied_at: datetime | None = None  # None: not (yet) final
 
 
-@dataclass
+@dataclass(slots=True)
 class _While:
     pending_since: datetime | None = None
     active: int | None = None  # index into decisions
@@ -93,12 +103,16 @@ def _decision_id(
 
 
 def _beyond(direction: str, figure: int, value: int) -> bool:
-    return {
-        "at_or_above": figure >= value,
-        "above": figure > value,
-        "at_or_below": figure <= value,
-        "below": figure < value,
-    }[direction]
+    # An if-chain, not a dict of the four answers: this runs for every level a step passes.
+    if direction == "at_or_above":
+        return figure >= value
+    if direction == "above":
+        return figure > value
+    if direction == "at_or_below":
+        return figure <= value
+    if direction == "below":
+        return figure < value
+    raise KeyError(direction)
 
 
 def _back(direction: str, figure: int, value: int, margin: int) -> bool:
@@ -108,8 +122,133 @@ def _back(direction: str, figure: int, value: int, margin: int) -> bool:
     return figure > value + margin if direction == "at_or_below" else figure >= value + margin
 
 
+# How many points a figure is from being beyond a level, by direction: sign * (level - figure)
+# + extra; the figure is beyond the level exactly when that is 0 or less.
+_AWAY = {"at_or_above": (1, 0), "above": (1, 1), "at_or_below": (-1, 0), "below": (-1, 1)}
+
+
 def _furthest(direction: str) -> int:
     return 1 if direction in ("at_or_above", "above") else -1
+
+
+_Levels = tuple[list[LevelSpec], int, int]
+_Checked = tuple[ThresholdSpec, list[LevelSpec], int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    """What the fold reads of one pack version, worked out once per version rather than on
+    every step (the spec's properties, the thresholds' level lists and spans)."""
+
+    version: PackVersion
+    bounds: tuple[int, int] | None  # (floor, ceiling) of a balance scheme
+    thresholds: tuple[_Checked, ...]  # (threshold, levels, span low, span high), pack order
+    cuts: list[int]  # where some threshold's span starts or ends (sorted)
+    spanning: tuple[tuple[int, ...], ...]  # per segment between cuts: who spans it (indices)
+    segments: tuple[tuple[_Checked, ...], ...]  # the same, as the thresholds themselves
+    levels: dict[int, _Levels]  # id(threshold) -> levels and span
+    courses: dict[str, RestorationSpec]  # event type -> the first course restoration for it
+    longer_tags: frozenset[str]  # every restoration's longer_if_tags
+    start: int  # the figure a record starts at under this version's scheme
+    armed: dict[tuple[str, int], bool]  # each level's state for a record at `start`
+    whiles: tuple[str, ...]  # the ids of the while-thresholds
+    nearest: tuple[tuple[ThresholdSpec, LevelSpec, int, int], ...]  # every level, _AWAY terms
+    daily_cap: int | None
+    incident_cap: int | None
+
+    def met(self, lo: int, hi: int) -> Sequence[_Checked]:
+        """The thresholds whose span a move between figures lo <= hi meets, in pack order."""
+        first = bisect_right(self.cuts, lo)
+        last = bisect_right(self.cuts, hi)
+        if first == last:
+            return self.segments[first]
+        spanned = [j for j in range(first, last + 1) if self.spanning[j]]
+        if len(spanned) <= 1:
+            return self.segments[spanned[0]] if spanned else ()
+        met = sorted({k for j in spanned for k in self.spanning[j]})
+        return [self.thresholds[k] for k in met]
+
+
+def _levels_of(th: ThresholdSpec) -> _Levels:
+    """A threshold's levels and the span of figures (levels give or take the margin) inside
+    which a move can change its state."""
+    levels = th.level_list()
+    values = [lv.value for lv in levels]
+    reach = th.margin + 1
+    return levels, min(values) - reach, max(values) + reach
+
+
+def _make_facts(version: PackVersion) -> _Facts:
+    scheme = version.scheme
+    bounds = (scheme.floor, scheme.ceiling) if isinstance(scheme, BalanceSchemeSpec) else None
+    levels = {id(th): _levels_of(th) for th in version.thresholds}
+    checked = tuple((th, *levels[id(th)]) for th in version.thresholds)
+    # Cut the figures into segments that each threshold's span (a range of integers) covers
+    # whole or not at all: a move then meets exactly the thresholds of the segments it
+    # touches, found by bisection rather than by testing every threshold. Segment j holds the
+    # figures x with bisect_right(cuts, x) == j; the first and last are outside every span.
+    cuts = sorted({c[2] for c in checked} | {c[3] + 1 for c in checked})
+    spanning = tuple(
+        tuple(k for k, c in enumerate(checked) if j and c[2] <= cuts[j - 1] <= c[3])
+        for j in range(len(cuts) + 1)
+    )
+    segments = tuple(tuple(checked[k] for k in ks) for ks in spanning)
+    courses: dict[str, RestorationSpec] = {}
+    for r in version.restorations:
+        if r.kind == "course" and r.event is not None:
+            courses.setdefault(r.event, r)
+    longer = frozenset(t for r in version.restorations for t in r.longer_if_tags)
+    start = scheme.start if isinstance(scheme, BalanceSchemeSpec) else 0
+    armed = {
+        (th.id, idx): not _beyond(th.direction, start, lv.value)
+        for th in version.thresholds
+        for idx, lv in enumerate(levels[id(th)][0])
+    }
+    whiles = tuple(th.id for th in version.thresholds if th.mode == "while")
+    nearest = tuple(
+        (th, lv, *_AWAY[th.direction]) for th in version.thresholds for lv in levels[id(th)][0]
+    )
+    daily_cap = getattr(scheme, "daily_cap", None)
+    return _Facts(
+        version,
+        bounds,
+        checked,
+        cuts,
+        spanning,
+        segments,
+        levels,
+        courses,
+        longer,
+        start,
+        armed,
+        whiles,
+        nearest,
+        daily_cap,
+        version.spec.incident_cap,
+    )
+
+
+# Facts by id(version). A pack version is immutable and the entry holds the version itself
+# (so its id cannot be reused while cached); the cache is bounded for long-lived processes
+# that compile versions again and again. A memo, not state: results never depend on it.
+_FACTS: dict[int, _Facts] = {}
+_FACTS_MAX = 64
+
+
+def _facts(version: PackVersion) -> _Facts:
+    found = _FACTS.get(id(version))
+    if found is not None and found.version is version:
+        return found
+    made = _make_facts(version)
+    if len(_FACTS) >= _FACTS_MAX:
+        _FACTS.clear()
+    _FACTS[id(version)] = made
+    return made
+
+
+_SORT_KEY = attrgetter("occurred_at", "id")
+_DAWN = datetime.min.replace(tzinfo=UTC)
+_DUSK = datetime.max.replace(tzinfo=UTC)
 
 
 class _Fold:
@@ -125,7 +264,8 @@ class _Fold:
         self.first = versions[0]
         self.window = self.first.scheme.kind == "window"
         self.tz = self.first.tz
-        ordered = sorted((e for e in events if e.occurred_at <= as_of), key=Event.sort_key)
+        # attrgetter makes the tuple Event.sort_key makes, without a Python call per event.
+        ordered = sorted((e for e in events if e.occurred_at <= as_of), key=_SORT_KEY)
         self.events = ordered
         start = 0 if self.window else self.first.scheme.start  # type: ignore[union-attr]
         self.state = _State(figure=start)
@@ -135,14 +275,29 @@ class _Fold:
         self.lines: list[Line] = []
         self.upcoming: list[Line] = []
         self.decisions: list[Decision] = []
+        self.ordinals: dict[datetime, int] = {}  # decisions made so far at each instant
         self.projecting = False
         self.figure_at_as_of: int | None = None
         self.started = False
         self.checked_version: PackVersion | None = None
         self.current: datetime | None = None  # the instant being folded
         self.pending_reset: ThresholdSpec | None = None
-        self._thresholds: dict[int, list[tuple[ThresholdSpec, list[LevelSpec], int, int]]] = {}
-        self._levels: dict[int, tuple[list[LevelSpec], int, int]] = {}
+        self.facts = [_facts(v) for v in versions]
+        self.effective = [v.effective_from for v in versions]
+        # version_at scans versions in order; bisecting gives the same answer only when they
+        # are sorted by effective_from (as evaluate_subject requires). Otherwise: scan.
+        self.in_order = all(
+            a <= b for a, b in zip(self.effective, self.effective[1:], strict=False)
+        )
+        self.latest = max(self.effective)
+        # The version in force over [span_from, span_until): most steps fall inside it.
+        self.span_from, self.span_until, self.span_facts = _DUSK, _DAWN, self.facts[0]
+        if len(versions) == 1:
+            self._levels = self.facts[0].levels
+        else:
+            self._levels = {}
+            for f in self.facts:
+                self._levels.update(f.levels)
         self.domain = self.first.domain
         self.subject = events[0].subject if events else ""
         self.incident_of = {e.id: e.incident for e in ordered if e.incident is not None}
@@ -162,32 +317,28 @@ class _Fold:
         self.seq += 1
         heapq.heappush(self.queue, (at, phase, sub, key, self.seq, payload))
 
-    def version(self, at: datetime) -> PackVersion:
-        return version_at(self.versions, at) or self.first
+    def facts_at(self, at: datetime) -> _Facts:
+        """The facts of the version in force at ``at`` (the first one before any)."""
+        if self.span_from <= at < self.span_until:
+            return self.span_facts
+        if not self.in_order:
+            found = version_at(self.versions, at)
+            return self.facts[0] if found is None else _facts(found)
+        effective = self.effective
+        i = bisect_right(effective, at)  # versions[i - 1] is the latest in force at `at`
+        self.span_from = effective[i - 1] if i else _DAWN
+        self.span_until = effective[i] if i < len(effective) else _DUSK
+        self.span_facts = self.facts[i - 1] if i else self.facts[0]
+        return self.span_facts
 
-    def levels(self, th: ThresholdSpec) -> tuple[list[LevelSpec], int, int]:
+    def levels(self, th: ThresholdSpec) -> _Levels:
         """A threshold's levels and the span of figures (levels give or take the margin)
         inside which a move can change its state."""
-        key = id(th)
-        if key not in self._levels:
-            levels = th.level_list()
-            values = [lv.value for lv in levels]
-            reach = th.margin + 1
-            self._levels[key] = (levels, min(values) - reach, max(values) + reach)
-        return self._levels[key]
-
-    def thresholds(self, at: datetime) -> list[tuple[ThresholdSpec, list[LevelSpec], int, int]]:
-        version = self.version(at)
-        key = id(version)
-        if key not in self._thresholds:
-            self._thresholds[key] = [(th, *self.levels(th)) for th in version.thresholds]
-        return self._thresholds[key]
+        found = self._levels.get(id(th))
+        return _levels_of(th) if found is None else found
 
     def bounds(self, at: datetime) -> tuple[int, int] | None:
-        scheme = self.version(at).scheme
-        if isinstance(scheme, BalanceSchemeSpec):
-            return scheme.floor, scheme.ceiling
-        return None
+        return self.facts_at(at).bounds
 
     # -- recording -----------------------------------------------------------------------
     def line(
@@ -201,19 +352,24 @@ class _Fold:
         rule_id: str | None = None,
         version: str | None = None,
     ) -> None:
-        rec = Line(at, kind, event_id, rule_id, version, delta, applied, self.state.figure, reason)
+        rec = _line(at, kind, event_id, rule_id, version, delta, applied, self.state.figure, reason)
         (self.upcoming if self.projecting else self.lines).append(rec)
 
     def move(self, at: datetime, delta: int) -> int:
         """Apply a delta with step-wise clamping; return what actually moved."""
-        before = self.state.figure
+        st = self.state
+        before = st.figure
         after = before + delta
-        b = self.bounds(at)
+        b = self.facts_at(at).bounds
         if b is not None:
-            after = max(b[0], min(b[1], after))
-            if after == b[1]:
-                self.state.longer = False
-        self.state.figure = after
+            floor, ceiling = b
+            if after > ceiling:  # max(floor, min(ceiling, after)), spelt out
+                after = ceiling
+            if after < floor:
+                after = floor
+            if after == ceiling:
+                st.longer = False
+        st.figure = after
         return after - before
 
     def fmt(self, at: datetime) -> str:
@@ -223,19 +379,22 @@ class _Fold:
     def run(self) -> None:
         i = 0
         n = len(self.events)
-        limit = (
-            add_duration(self.as_of, PROJECTION_LIMIT, self.tz)
-            if self.as_of < HORIZON_CAP
-            else None
-        )
-        while i < n or self.queue:
-            next_event = self.events[i] if i < n else None
-            if self.queue and (
-                next_event is None or self.queue[0][:2] < (next_event.occurred_at, EVENT)
-            ):
-                if limit is not None and self.queue[0][0] > limit:
+        limit = _projection_end(self.as_of, self.tz) if self.as_of < HORIZON_CAP else None
+        events, queue = self.events, self.queue
+        while i < n or queue:
+            # The next step is the queue's head when it sorts before the next event: the
+            # tuple comparison (head at, head phase) < (occurred_at, EVENT), spelt out.
+            if not queue:
+                take_queue = False
+            elif i < n:
+                head_at, occurred = queue[0][0], events[i].occurred_at
+                take_queue = head_at < occurred or (head_at == occurred and queue[0][1] < EVENT)
+            else:
+                take_queue = True
+            if take_queue:
+                if limit is not None and queue[0][0] > limit:
                     break  # what may happen over a century ahead is not worth projecting
-                at, phase, _sub, _key, _seq, payload = heapq.heappop(self.queue)
+                at, phase, _sub, _key, _seq, payload = heapq.heappop(queue)
                 self.current = at
                 if not self.projecting and (
                     at > self.as_of or (at == self.as_of and phase == LATE_EXIT)
@@ -245,7 +404,7 @@ class _Fold:
                     self.suspended_at_as_of = {id(it) for it in self.items if it.suspended}
                 self.effect(at, payload)
             else:
-                assert next_event is not None
+                next_event = events[i]
                 self.current = next_event.occurred_at
                 self.event(next_event)
                 i += 1
@@ -254,19 +413,25 @@ class _Fold:
         if self.started:
             return
         self.started = True
-        for th in self.first.thresholds:
-            for idx, lv in enumerate(self.levels(th)[0]):
-                self.state.armed[(th.id, idx)] = not _beyond(
-                    th.direction, self.state.figure, lv.value
-                )
-            if th.mode == "while":
-                self.state.whiles[th.id] = _While()
+        first = self.facts[0]
+        if self.state.figure == first.start and not self.state.armed:
+            self.state.armed = dict(first.armed)  # worked out once for the version
+        else:
+            for th in self.first.thresholds:
+                for idx, lv in enumerate(self.levels(th)[0]):
+                    self.state.armed[(th.id, idx)] = not _beyond(
+                        th.direction, self.state.figure, lv.value
+                    )
+        for th_id in first.whiles:
+            self.state.whiles[th_id] = _While()
         self.check_thresholds(at, "the start of the record", self.state.figure)
 
     def event(self, event: Event) -> None:
-        self.start(event.occurred_at)
-        version = self.version(event.occurred_at)
-        course = self.course_for(version, event.type)
+        if not self.started:
+            self.start(event.occurred_at)
+        facts = self.facts_at(event.occurred_at)
+        version = facts.version
+        course = None if self.window else facts.courses.get(event.type)
         if self.void_for_notice(event, version):
             return
         entries, version = self.judged(event, version)
@@ -330,6 +495,8 @@ class _Fold:
         if event.judged is not None:
             return list(event.judged), version
         base = judge(event, version)
+        if event.occurred_at >= self.latest:
+            return base, version  # no version takes effect after the event: none to weigh
         final = self.final_at(event, version)
         for ap in self.entry_appeals.get(event.id, []):
             state = ap.state(self.as_of)
@@ -364,22 +531,24 @@ class _Fold:
     def admit(self, entry: Entry, version: PackVersion, event: Event) -> None:
         """Apply an entry when it is final and not under appeal: now, at the end of the
         contest window, or when an appeal is dismissed; never if an appeal is upheld."""
-        covering = sorted(
-            (
-                a
-                for a in self.entry_appeals.get(entry.event_id, [])
-                if a.covers(entry.event_id, entry.rule_id)
-            ),
-            key=lambda a: (a.filed_at, a.id),
-        )
         # One appeal at a time is open; another may be filed once the last is decided. An
         # upheld one reverses the entry at every date; otherwise the first shapes when the
         # entry first counts and each later one suspends it from its filing (as one filed
         # after the entry became final).
-        upheld = next((a for a in covering if a.outcome == "upheld"), None)
-        appeal = upheld or (covering[0] if covering else None)
-        later = [] if upheld is not None else covering[1:]
-        state = appeal.state(self.as_of) if appeal else None
+        contested = self.entry_appeals.get(entry.event_id)
+        if contested is None:  # the common case: no appeal names the event
+            appeal: Appeal | None = None
+            later: list[Appeal] = []
+            state: str | None = None
+        else:
+            covering = sorted(
+                (a for a in contested if a.covers(entry.event_id, entry.rule_id)),
+                key=lambda a: (a.filed_at, a.id),
+            )
+            upheld = next((a for a in covering if a.outcome == "upheld"), None)
+            appeal = upheld or (covering[0] if covering else None)
+            later = [] if upheld is not None else covering[1:]
+            state = appeal.state(self.as_of) if appeal else None
         if appeal is not None and appeal.outcome == "upheld":
             # An upheld appeal corrects the record: the entry never counted, at any date.
             assert appeal.decided_at is not None
@@ -435,13 +604,6 @@ class _Fold:
             # Contested after it became final: suspended from the filing on.
             self.schedule(a.filed_at, RESTORE, 6, entry.event_id, ("suspend", item, a))
 
-    def course_for(self, version: PackVersion, event_type: str) -> RestorationSpec | None:
-        if self.window:
-            return None
-        return next(
-            (r for r in version.restorations if r.kind == "course" and r.event == event_type), None
-        )
-
     def apply_entry(
         self, item: _Item, version: PackVersion, at: datetime, clocks_from: datetime | None = None
     ) -> None:
@@ -452,7 +614,8 @@ class _Fold:
         nominal = entry.delta
         allowed = nominal
         note = ""
-        cap_incident = version.spec.incident_cap
+        facts = _facts(version)
+        cap_incident = facts.incident_cap
         incident = self.incident_of.get(entry.event_id)
         if cap_incident is not None and incident is not None and nominal < 0:
             used = st.incidents.get(incident, 0)
@@ -460,7 +623,7 @@ class _Fold:
             st.incidents[incident] = used - allowed
             if allowed != nominal:
                 note = f" (at most {cap_incident} points for one incident: {allowed} counted)"
-        cap = getattr(version.scheme, "daily_cap", None)
+        cap = facts.daily_cap
         if entry.daily_cap and cap is not None:
             day = local_date(at, self.tz)
             if day != st.cap_day:
@@ -513,7 +676,7 @@ class _Fold:
         st.loss_seq += 1
         seq = st.loss_seq
         at = clocks_from
-        if any(t in item.entry.tags for r in version.restorations for t in r.longer_if_tags):
+        if not _facts(version).longer_tags.isdisjoint(item.entry.tags):
             st.longer = True
         for rest in version.restorations:
             if rest.kind == "clean-period":
@@ -752,16 +915,17 @@ class _Fold:
     def check_thresholds(self, at: datetime, trigger: str, before: int) -> None:
         st = self.state
         fig = st.figure
-        version = self.version(at)
+        facts = self.facts_at(at)
+        version = facts.version
         full = version is not self.checked_version  # first check, or a new version in force
         if fig == before and not full:
             return  # nothing moved: no threshold can change state
         self.checked_version = version
-        lo, hi = min(before, fig), max(before, fig)
-        for th, levels, span_lo, span_hi in self.thresholds(at):
-            # A level changes state only when the move passes it (give or take the margin).
-            if not full and (hi < span_lo or lo > span_hi):
-                continue
+        lo, hi = (before, fig) if before < fig else (fig, before)
+        # A level changes state only when the move passes it (give or take the margin): only
+        # the thresholds whose span the move meets are looked at, in pack order.
+        checked = facts.thresholds if full else facts.met(lo, hi)
+        for th, levels, _span_lo, _span_hi in checked:
             if th.mode == "crossing":
                 reached = []
                 for idx, lv in enumerate(levels):
@@ -779,7 +943,9 @@ class _Fold:
                     best = max(reached, key=lambda j: sign * levels[j].value)
                     self.open_decision(th, best, at, trigger)
             else:
-                w = st.whiles.setdefault(th.id, _While())
+                w = st.whiles.get(th.id)
+                if w is None:
+                    w = st.whiles[th.id] = _While()
                 value = levels[0].value
                 if w.active is not None:
                     if _back(th.direction, fig, value, th.margin):
@@ -823,8 +989,9 @@ class _Fold:
         lv = self.levels(th)[0][level_idx]
         effective = at if th.notice is None else add_duration(at, th.notice, self.tz)
         ends = None if th.duration is None else add_duration(effective, th.duration, self.tz)
-        ordinal = sum(1 for d in self.decisions if d.triggered_at == at)
-        decision = Decision(
+        ordinal = self.ordinals.get(at, 0)  # decisions made earlier at this instant
+        self.ordinals[at] = ordinal + 1
+        decision = _decision(
             id=_decision_id(self.domain, self.subject, th.id, lv.value, at, ordinal),
             ordinal=ordinal,
             domain=self.domain,
@@ -839,7 +1006,7 @@ class _Fold:
             ends_at=ends,
             attributes=dict(lv.attributes),
             trigger=trigger,
-            pack_version=self.version(at).version,
+            pack_version=self.facts_at(at).version.version,
             requires_review=th.review != "none",
         )
         self.decisions.append(decision)
@@ -872,7 +1039,7 @@ class _Fold:
             else:
                 state = "counts"
             statuses.append(
-                EntryStatus(
+                _entry_status(
                     it.entry, it.applied, state == "counts", it.settled_at, it.settled_by, state
                 )
             )
@@ -896,27 +1063,31 @@ class _Fold:
     def next_threshold(self, version: PackVersion, figure: int) -> tuple[str, int, int] | None:
         """The nearest level the figure is not beyond: how many points away it is (R17)."""
         best: tuple[str, int, int] | None = None
-        for th in version.thresholds:
-            for lv in self.levels(th)[0]:
-                if _beyond(th.direction, figure, lv.value):
-                    continue
-                away = {
-                    "at_or_above": lv.value - figure,
-                    "above": lv.value - figure + 1,
-                    "at_or_below": figure - lv.value,
-                    "below": figure - lv.value + 1,
-                }[th.direction]
-                if best is None or away < best[2]:
-                    best = (th.kind, lv.value, away)
+        for th, lv, sign, extra in _facts(version).nearest:
+            away = sign * (lv.value - figure) + extra
+            if away <= 0:
+                continue  # the figure is beyond the level
+            if best is None or away < best[2]:
+                best = (th.kind, lv.value, away)
         return best
 
 
+@lru_cache(maxsize=64)  # a population is folded as of one instant: one sum, not one a subject
+def _projection_end(as_of: datetime, tz: ZoneInfo) -> datetime:
+    return add_duration(as_of, PROJECTION_LIMIT, tz)
+
+
+_DECISION_FIELDS = tuple(f.name for f in fields(Decision))
+
+
 def _replace_end(d: Decision, at: datetime) -> Decision:
-    from dataclasses import replace
+    # dataclasses.replace(d, ends_at=at), through the fast maker.
+    values = {name: getattr(d, name) for name in _DECISION_FIELDS}
+    values["ends_at"] = at
+    return _decision(**values)
 
-    return replace(d, ends_at=at)
 
-
+@lru_cache(maxsize=1024)  # a handful of distinct deltas, formatted for nearly every line
 def _pts(n: int) -> str:
     word = "point" if abs(n) == 1 else "points"
     return f"{n:+d} {word}"
