@@ -316,3 +316,76 @@ def test_whatif_with_a_changed_threshold_replays_every_subject(
     assert w.appeared_by_kind() == dict(appeared)
     assert w.disappeared_by_kind() == dict(disappeared)
     assert appeared["hearing-notice"] > 0
+
+
+def _replay_each_subject(ledger: Ledger, cand: list[PackVersion]) -> dict[str, Any]:
+    """Every figure of a what-if, subject by subject, both packs folded for every subject."""
+    published = ledger.versions(DOMAIN)
+    out: dict[str, Any] = {"changes": {}, "affected": set(), "appeared": {}, "disappeared": {}}
+    rules: dict[str, dict[str, tuple[int, set[str]]]] = {"before": {}, "after": {}}
+    for subject in ledger.store.subjects(DOMAIN):
+        events = ledger.store.subject_events(DOMAIN, [subject])[subject]
+        appeals = ledger.store.appeals(DOMAIN, [subject]).get(subject, [])
+        gone = {a.decision_id for a in appeals if a.outcome == "upheld"}
+        before = evaluate_subject(published, events, NOW, subject=subject, appeals=appeals)
+        after = evaluate_subject(cand, events, NOW, subject=subject, appeals=appeals)
+        if before.points != after.points:
+            out["changes"][subject] = after.points - before.points
+        b = {d.id: d.kind for d in before.decisions if d.id not in gone}
+        a = {d.id: d.kind for d in after.decisions if d.id not in gone}
+        if (
+            before.points != after.points
+            or a != b
+            or [x.applied for x in before.entries] != [x.applied for x in after.entries]
+        ):
+            out["affected"].add(subject)
+        out["appeared"].update({i: a[i] for i in a.keys() - b.keys()})
+        out["disappeared"].update({i: b[i] for i in b.keys() - a.keys()})
+        for side, state in (("before", before), ("after", after)):
+            for st in state.entries:
+                if st.counts:
+                    pts, who = rules[side].get(st.entry.rule_id, (0, set()))
+                    rules[side][st.entry.rule_id] = (pts + st.applied, who | {subject})
+    out["rules_before"], out["rules_after"] = rules["before"], rules["after"]
+    return out
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 500])
+def test_whatif_judges_a_chunk_at_once_and_matches_each_subject_replayed(
+    ledger: Ledger, candidate: Path, chunk: int
+) -> None:
+    """Subjects with and without graffiti share a chunk: those without keep their baseline fold
+    (the only rule changed is graffiti's), the others are folded again; every figure equals
+    folding every subject under both packs, whatever the chunk size."""
+    cand = load_pack_file(candidate)
+    w = run_whatif(ledger, DOMAIN, cand, as_of=NOW, chunk=chunk)
+    want = _replay_each_subject(ledger, cand)
+    stored = ledger.store.subject_events(DOMAIN, ledger.store.subjects(DOMAIN))
+    with_graffiti = {s for s, evs in stored.items() if any(e.type == "graffiti" for e in evs)}
+    assert 0 < len(with_graffiti) < len(stored)
+    assert (w.subjects, w.reused) == (len(stored), len(stored) - len(with_graffiti))
+    assert w.changes == want["changes"] and w.changes
+    assert w.affected == want["affected"]
+    assert w.appeared_kind == want["appeared"] and w.appeared_kind
+    assert w.disappeared_kind == want["disappeared"]
+    assert w.rules_before == want["rules_before"]
+    assert w.rules_after == want["rules_after"]
+    assert set(w.rule_subjects_changed) == {"graffiti"}
+    assert w.rule_subjects_changed["graffiti"] <= with_graffiti
+
+
+def test_whatif_of_the_published_rules_reuses_every_fold_without_judging(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A candidate whose rules are the published ones touches no event type: nothing is judged
+    twice, every subject keeps its baseline fold and nothing changes."""
+    import pointbook.analytics.whatif as whatif
+
+    def no_judging(items: object) -> None:
+        raise AssertionError("no event type is touched: nothing to judge")
+
+    monkeypatch.setattr(whatif, "judge_batch", no_judging)
+    w = run_whatif(ledger, DOMAIN, load_pack_file(PACK), as_of=NOW)
+    assert w.subjects > 0 and w.reused == w.subjects
+    assert not (w.changes or w.affected or w.appeared_kind or w.disappeared_kind)
+    assert w.rules_before == w.rules_after and not w.rule_subjects_changed

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from pointbook.errors import InvariantError, StorageFullError, StoreError
 from pointbook.ledger import Ledger
 from pointbook.rules.pack import load_pack_file
 from pointbook.service.app import MAX_BODY_BYTES, create_app
@@ -127,6 +128,34 @@ def test_contest_and_uphold_restores_the_points(client: TestClient) -> None:
     r = client.get(f"/v1/domains/{CIVIC}/subjects/alice/explain", headers=auth(f"{CIVIC}:subject"))
     assert r.json()["points"] == 1000
     assert any(line["kind"] == "reversed" for line in r.json()["entries"])
+
+
+def test_record_answers_are_the_ledger_s_views_as_json(store_factory: Callable[[], Store]) -> None:
+    import json
+
+    from pydantic import TypeAdapter
+
+    ledger = Ledger(store_factory(), now=lambda: NOW)
+    for name in ("civic-code.yaml", "uk-driving.yaml"):
+        ledger.publish(load_pack_file(ROOT / "examples" / "packs" / name))
+    lookup = {hash_token(t): p for t, p in TOKENS.items()}
+    with TestClient(create_app(ledger, lookup.get, lambda: NOW)) as c:
+        report(c, [event("e1", "alice"), event("e2", "alice", at="2026-02-01")])
+        for kind in ("balance", "explain"):
+            r = c.get(
+                f"/v1/domains/{CIVIC}/subjects/alice/{kind}", headers=auth(f"{CIVIC}:reviewer")
+            )
+            assert (r.status_code, r.headers["content-type"]) == (200, "application/json")
+            # The bytes of FastAPI's encoding of a dict[str, Any] answer, as before.
+            view = ledger.view(CIVIC, "alice", NOW, explain=kind == "explain")
+            assert r.content == TypeAdapter(dict[str, Any]).dump_json(view)
+        r = c.get(f"/v1/domains/{CIVIC}/subjects/alice/export", headers=auth(f"{CIVIC}:subject"))
+        assert (r.status_code, r.headers["content-type"]) == (200, "application/json")
+        assert r.json() == json.loads(json.dumps(ledger.export(CIVIC, "alice")))
+        bad = c.get(f"/v1/domains/{CIVIC}/subjects/alice/balance", headers=auth("no-such-token"))
+        assert (bad.status_code, bad.json()["detail"]) == (401, "unknown or revoked token")
+        other = c.get(f"/v1/domains/{CIVIC}/subjects/bob/explain", headers=auth(f"{CIVIC}:subject"))
+        assert other.status_code == 404
 
 
 # -- the authorisation matrix ------------------------------------------------------------------
@@ -276,3 +305,31 @@ def test_the_openapi_document_is_valid(client: TestClient) -> None:
     validate(doc)  # raises on an invalid document
     assert doc["info"]["title"] == "pointbook"
     assert all(path.startswith("/v1/") for path in doc["paths"])
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (StorageFullError("the disk is full"), 507),
+        (StoreError("the store is busy"), 503),
+        (InvariantError("an entry gives 7 points; its rule gives 5"), 500),
+    ],
+)
+def test_a_store_or_invariant_failure_is_not_called_a_refusal(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, error: Exception, status: int
+) -> None:
+    # RFC 9110 15.6.1/15.6.4 and RFC 4918 11.5: the server failed (500), could not reach or
+    # lock its store (503) or ran out of storage (507); 422 would tell the client its request
+    # was wrong. The problem body keeps the actionable message.
+    def fail(*_args: Any, **_kwargs: Any) -> None:
+        raise error
+
+    monkeypatch.setattr(Ledger, "ingest", fail)
+    r = report(client, [event("e1", "alice")])
+    assert r.status_code == status
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert str(error) in r.json()["detail"]
+    documented = client.get("/openapi.json").json()["paths"]
+    assert any(
+        str(status) in op.get("responses", {}) for ops in documented.values() for op in ops.values()
+    )

@@ -77,6 +77,13 @@ def check_ingest(r: dict[str, Any]) -> None:
     assert r["ratio_to_raw"] == pytest.approx(r["events_per_s"] / r["raw_insert_rows_per_s"])
     assert r["speedup_vs_naive"] > 0
     assert r["speedup_vs_naive"] == pytest.approx(r["events_per_s"] / r["naive_events_per_s"])
+    # The raw-ledger baseline re-inserts what the ingest stored: at least each event and entry
+    # row with its audit record (docs/benchmarks.md).
+    assert r["raw_ledger_rows"] >= 2 * (N + r["entries"])
+    assert r["raw_ledger_rows_per_s"] == pytest.approx(
+        r["raw_ledger_rows"] / r["raw_ledger_seconds"]
+    )
+    assert r["ratio_to_raw_ledger"] == pytest.approx(r["raw_ledger_seconds"] / r["seconds"])
     assert r["peak_rss_mb"] > 0
     assert r["balances"], "a few subjects' balances, to compare runs"
 
@@ -192,6 +199,90 @@ def test_django_is_imported_only_by_the_peer() -> None:
     assert users == ["bench/peer.py"]
 
 
+# -- bench whatif -----------------------------------------------------------------------------
+def whatif_bench(tmp_path: Path, *args: str) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        [sys.executable, "-m", "pointbook", "bench", "whatif", *args, "--json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.strip().splitlines()]
+
+
+def test_whatif_reports_each_domain_against_one_fold_and_reads_a_given_store(
+    tmp_path: Path,
+) -> None:
+    from pointbook.bench import open_ledger, write_workload
+    from pointbook.bench.ingest import time_engine
+    from pointbook.store import SQLiteStore
+
+    built = whatif_bench(tmp_path, "--events", str(N), "--subjects", str(M))
+    assert [r["domain"] for r in built] == ["forum", "fr-driving"], "one object per domain"
+    for r in built:
+        assert (r["workload"], r["backend"], r["store"]) == ("whatif", "sqlite", "built")
+        assert r["as_of"] == "2025-12-31T23:59:59.999999+00:00"
+        assert 0 < r["subjects"] <= r["one_fold_subjects"] <= M
+        assert 0 <= r["reused"] <= r["subjects"] and r["subjects_changed"] <= r["subjects"]
+        for key in ("seconds", "cpu_seconds", "one_fold_seconds", "one_fold_cpu_seconds"):
+            assert r[key] > 0, key
+        assert r["events_per_s"] == pytest.approx(r["events"] / r["seconds"])
+        assert r["ratio_to_one_fold"] == pytest.approx(r["seconds"] / r["one_fold_seconds"])
+        assert r["cpu_ratio_to_one_fold"] == pytest.approx(
+            r["cpu_seconds"] / r["one_fold_cpu_seconds"]
+        )
+        assert r["peak_rss_mb"] > 0
+    forum, fr = built
+    assert sum(r["events"] for r in built) == N, "every event is by the end of 2025"
+    assert 0 < forum["reused"] < forum["subjects"], "a rules-only change: some folds reused"
+    assert forum["subjects_changed"] > 0, "the raised penalty reaches the workload's events"
+    assert fr["reused"] == 0, "a moved threshold: every subject folded twice"
+
+    # The same workload in a store built apart, given with --db: the same figures, nothing
+    # written to it.
+    db = tmp_path / "given.db"
+    events = tmp_path / "events.jsonl"
+    write_workload(events, generate_workload(N, M, 2020))
+    ledger = open_ledger(SQLiteStore(db))
+    time_engine(ledger, events, 10_000)
+    root = ledger.store.audit_root()
+    ledger.close()
+    size, mtime = db.stat().st_size, db.stat().st_mtime_ns
+    given = whatif_bench(tmp_path, "--db", str(db))
+    same = ("domain", "events", "subjects", "reused", "subjects_changed", "one_fold_subjects")
+    assert [{k: r[k] for k in same} for r in given] == [{k: r[k] for k in same} for r in built]
+    assert {r["store"] for r in given} == {"given"}
+    only = whatif_bench(tmp_path, "--db", str(db), "--domain", "fr-driving")
+    assert [r["domain"] for r in only] == ["fr-driving"]
+    assert {k: only[0][k] for k in same} == next(
+        {k: r[k] for k in same} for r in built if r["domain"] == "fr-driving"
+    )
+    assert (db.stat().st_size, db.stat().st_mtime_ns) == (size, mtime)
+    store = SQLiteStore(db)
+    try:
+        assert store.audit_root() == root
+    finally:
+        store.close()
+
+
+def test_whatif_refuses_a_store_that_is_not_there(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "pointbook", "bench", "whatif", "--db", str(missing)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "no such store" in done.stderr
+    assert not missing.exists(), "never created"
+
+
 # -- bench query ------------------------------------------------------------------------------
 def check_percentiles(r: dict[str, Any], prefix: str, mean: bool = True) -> None:
     p50, p99, top = (r[f"{prefix}_{k}_ms"] for k in ("p50", "p99", "max"))
@@ -229,6 +320,26 @@ def test_query_reports_library_and_http_figures_with_their_baselines(tmp_path: P
         "http_balance_p99_ms": 10.0,
     }
     assert "profile" not in r
+
+
+def test_query_reads_an_existing_store_without_building_one(tmp_path: Path) -> None:
+    from pointbook.bench import generate_workload, open_ledger, write_workload
+    from pointbook.intake import read_records
+    from pointbook.store.sqlite import SQLiteStore
+
+    path, db = tmp_path / "events.jsonl", tmp_path / "kept.db"
+    write_workload(path, generate_workload(400, 60, 7))
+    ledger = open_ledger(SQLiteStore(db))
+    with path.open("rb") as f:
+        ledger.ingest(read_records(f, "jsonl"), 100, refresh=True)
+    ledger.close()
+    args = ["--samples", "20", "--clients", "2", "--seconds", "1", "--db", str(db)]
+    r = bench(tmp_path, "query", *args)
+    assert (r["store"], r["events"], r["accepted"]) == (str(db), 400, 400)
+    assert "build_seconds" not in r
+    assert r["subjects"] == r["subjects_with_events"] <= 60
+    check_percentiles(r, "balance")
+    assert r["http_points_match"] is True
 
 
 def test_percentiles_are_nearest_rank() -> None:

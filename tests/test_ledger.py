@@ -198,6 +198,23 @@ def test_no_retroactive_version_once_the_domain_has_events(ledger: Ledger) -> No
     assert r.status == "published"
 
 
+def test_no_version_takes_effect_before_a_recorded_event_even_with_the_clock_set_back(
+    store_factory: Callable[[], Store],
+) -> None:
+    # Principle 4 (docs/principles.md P4/R8): an event of 2024-05-20 is on record; a clock set
+    # back to 2024-05-01 must not let a version effective 2024-05-10 reach it.
+    store = store_factory()
+    Ledger(store, now=lambda: NOW).publish(pack(BODY))
+    Ledger(store, now=lambda: NOW).ingest([record(1, "e1", "2024-05-20")])
+    back = Ledger(store, now=lambda: datetime(2024, 5, 1, tzinfo=UTC))
+    with pytest.raises(PublishError, match="on or after that date"):
+        back.publish(pack(BODY, head=_version("2", "2024-05-10")))
+    with pytest.raises(PublishError, match="on or after that date"):
+        back.publish(pack(BODY, head=_version("2", "2024-05-20")))
+    (r,) = back.publish(pack(BODY, head=_version("2", "2024-05-21")))
+    assert r.status == "published"
+
+
 def test_versions_are_published_in_date_order(ledger: Ledger) -> None:
     with pytest.raises(PublishError, match="date order"):
         ledger.publish(pack(BODY, head=_version("0", "2019-01-01")))
@@ -234,3 +251,98 @@ def test_decisions_of_one_step_are_listed_in_the_order_of_the_thresholds(
     led.ingest([record(1, "e1", "2024-01-10"), record(2, "e2", "2024-02-10")])
     kinds = [d.threshold_id for d, _ in led.decisions("town", "s1")]
     assert kinds == (["zeta", "hearing"] if zeta_first else ["hearing", "zeta"])
+
+
+# -- reading one record: each table once, only this subject's rows ---------------------------------
+REVIEWED = BODY.replace("notice: 14 days}", "notice: 14 days, review: required}")
+
+
+def _reviewed_ledger(store_factory: Callable[[], Store]) -> tuple[Ledger, dict[str, str]]:
+    """s1, s2, s3 each cross the hearing line (a decision a reviewer must confirm); s1's is
+    confirmed, s2 appeals its own; s4 has one event and no decision."""
+    led = Ledger(store_factory(), now=lambda: NOW)
+    led.publish(pack(REVIEWED))
+    led.ingest(
+        [
+            record(n, f"e{n}", at, subject=s)
+            for n, (s, at) in enumerate(
+                [(s, at) for s in ("s1", "s2", "s3") for at in ("2024-01-10", "2024-02-10")]
+                + [("s4", "2024-01-10")]
+            )
+        ]
+    )
+    ids = {s: led.decisions("town", s)[0][0].id for s in ("s1", "s2", "s3")}
+    led.confirm_decision("town", ids["s1"], "rev-1", "seen")
+    led.file_appeal("town", "s2", "not me", decision_id=ids["s2"])
+    return led, ids
+
+
+def test_confirmations_of_some_decisions_are_the_domain_s_confirmations_of_them(
+    store_factory: Callable[[], Store],
+) -> None:
+    led, ids = _reviewed_ledger(store_factory)
+    everything = led.store.confirmations("town")
+    assert set(everything) == {ids["s1"]}
+    assert everything[ids["s1"]] == (NOW, "rev-1")
+    assert led.store.confirmations("town", [*ids.values(), "unknown"]) == everything
+    assert led.store.confirmations("town", [ids["s2"], ids["s3"]]) == {}
+    assert led.store.confirmations("town", []) == {}
+    assert led.store.confirmations("other", [ids["s1"]]) == {}  # one domain at a time
+
+
+def test_a_record_read_gives_the_decisions_the_statuses_decisions_gives_them(
+    store_factory: Callable[[], Store],
+) -> None:
+    from pointbook.views import decision_view
+
+    led, ids = _reviewed_ledger(store_factory)
+    tz = led.versions("town")[0].tz
+    for as_of in (datetime(2024, 2, 20, tzinfo=UTC), NOW):
+        for s in ("s1", "s2", "s3", "s4"):
+            expected = [decision_view(d, st, tz) for d, st in led.decisions("town", s, as_of)]
+            for explain in (False, True):
+                assert led.view("town", s, as_of, explain=explain)["decisions"] == expected
+    statuses = {d["subject"]: d["status"] for s in ids for d in led.view("town", s)["decisions"]}
+    assert statuses == {"s1": "in_force", "s2": "pending", "s3": "pending"}
+    exported = {s: led.export("town", s)["decisions"] for s in ("s1", "s3", "s4")}
+    assert exported["s1"][0]["confirmed_by"] == "rev-1"
+    assert "confirmed_by" not in exported["s3"][0]
+    assert exported["s4"] == []
+
+
+def test_erased_events_are_read_with_the_entries_that_judged_them(
+    store_factory: Callable[[], Store],
+) -> None:
+    led, _ = _reviewed_ledger(store_factory)
+    before = {s: led.view("town", s, explain=True) for s in ("s1", "s2", "s3")}
+    assert led.store.erase_details("town", datetime(2024, 3, 1, tzinfo=UTC), NOW) == 7
+    found = led.store.subject_events("town", ["s1", "s2", "s3", "nobody"])
+    assert found["nobody"] == []
+    for s in ("s1", "s2", "s3"):
+        entries = led.store.subject_entries("town", s)
+        assert len(found[s]) == 2
+        for e in found[s]:
+            assert e.attributes == {} and e.evidence is None
+            assert e.judged == tuple(n for n in entries if n.event_id == e.id)
+            assert e.judged
+        assert led.view("town", s, explain=True) == before[s]
+
+
+def test_a_stored_event_reads_back_as_it_was_reported(ledger: Ledger) -> None:
+    from pointbook.engine import Event
+
+    ledger.ingest([record(1, "e1", "2024-01-10T08:30:00.000123Z", issuer="po-7", incident="i-1")])
+    (stored,) = ledger.store.subject_events("town", ["s1"])["s1"]
+    assert stored == Event(
+        id="e1",
+        domain="town",
+        subject="s1",
+        type="littering",
+        occurred_at=datetime(2024, 1, 10, 8, 30, 0, 123, tzinfo=UTC),
+        attributes={"weight_kg": 1},
+        evidence="ticket-1",
+        issuer="po-7",
+        incident="i-1",
+        reported_at=NOW,
+        judged=None,
+    )

@@ -55,7 +55,12 @@ class UnknownDomainError(PointbookError):
 
 
 class StoreError(PointbookError):
-    pass
+    """The store could not do what was asked (unreachable, busy, a write refused)."""
+
+
+class StorageFullError(StoreError):
+    """The disk that holds the store refused a write for lack of space: nothing of the write
+    was stored."""
 
 
 class InvariantError(PointbookError):

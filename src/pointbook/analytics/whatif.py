@@ -24,10 +24,11 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 from pointbook.analytics.privacy import DEFAULT_K, Cell, Shown, protect, protect_one
-from pointbook.engine import Entry, Event, SubjectState, evaluate_subject
+from pointbook.engine import Appeal, Entry, Event, SubjectState, evaluate_subject
 from pointbook.engine.batch import judge_batch
 from pointbook.errors import PointbookError
 from pointbook.ledger import Ledger
@@ -166,24 +167,67 @@ def _rules_only_change(published: Sequence[PackVersion], versions: Sequence[Pack
     return bool(before == versions[0].spec.model_dump(exclude=_RULE_TEXT))
 
 
-def _judgement(entries: Sequence[Sequence[Entry]]) -> list[list[tuple[Any, ...]]]:
-    """What the fold reads of each event's entries (not the version's name or hash)."""
-    return [
-        [(n.rule_id, n.delta, n.counts_until, n.daily_cap, n.tags, n.title) for n in ns]
-        for ns in entries
-    ]
+def _judgement(entries: Sequence[Entry]) -> list[tuple[Any, ...]]:
+    """What the fold reads of an event's entries (not the version's name or hash)."""
+    return [(n.rule_id, n.delta, n.counts_until, n.daily_cap, n.tags, n.title) for n in entries]
 
 
-def _same_entries(published: PackVersion, candidate: PackVersion, evs: Sequence[Event]) -> bool:
-    """Whether every event with its details gets the same entries from both versions."""
-    live = [e for e in evs if e.judged is None]
-    before = judge_batch([(e, published) for e in live])
-    after = judge_batch([(e, candidate) for e in live])
-    return _judgement(before) == _judgement(after)
+def _rule_texts(version: PackVersion, event_type: str) -> list[dict[str, Any]]:
+    """Everything judging an event of ``event_type`` reads of ``version``'s rules, in order."""
+    out = []
+    for rule in version.rules_for(event_type):
+        spec = version.rule(rule.id)
+        assert spec is not None
+        out.append(spec.model_dump(mode="json", exclude={"examples"}))
+    return out
+
+
+def _touched_types(published: PackVersion, candidate: PackVersion) -> frozenset[str]:
+    """The event types whose rules differ between two versions of a rules-only change: an
+    event of any other type is judged alike by both (same rules, same scheme and time zone),
+    so only events of these types need judging twice."""
+    types = published.rules_by_event.keys() | candidate.rules_by_event.keys()
+    return frozenset(t for t in types if _rule_texts(published, t) != _rule_texts(candidate, t))
+
+
+History = tuple[str, list[Event], list[Appeal]]
+
+
+def _same_entries(
+    published: PackVersion,
+    candidate: PackVersion,
+    touched: frozenset[str],
+    found: Sequence[History],
+) -> list[bool]:
+    """For each history, whether every event with its details gets the same entries from both
+    versions. One `judge_batch` call per side for the whole chunk, over the events of the
+    touched types only."""
+    owners: list[int] = []
+    live: list[Event] = []
+    for i, (_, evs, _) in enumerate(found):
+        for e in evs:
+            if e.judged is None and e.type in touched:
+                owners.append(i)
+                live.append(e)
+    same = [True] * len(found)
+    if live:
+        before = judge_batch([(e, published) for e in live])
+        after = judge_batch([(e, candidate) for e in live])
+        for i, b, a in zip(owners, before, after, strict=True):
+            if same[i] and _judgement(b) != _judgement(a):
+                same[i] = False
+    return same
 
 
 def _in_window(e: Event, start: datetime | None, end: datetime | None) -> bool:
     return (start is None or e.occurred_at >= start) and (end is None or e.occurred_at <= end)
+
+
+def _count(rules: dict[str, list[Any]], counted: Mapping[str, int], subject: str) -> None:
+    for rid, pts in counted.items():
+        found = rules[rid]
+        found[0] += pts
+        found[1].add(subject)
 
 
 def run_whatif(
@@ -208,47 +252,64 @@ def run_whatif(
         [v.version for v in published],
         [v.version for v in versions],
     )
-    reuse = _rules_only_change(published, versions)
+    touched = (
+        _touched_types(published[0], versions[0])
+        if _rules_only_change(published, versions)
+        else None
+    )
     before_rules: dict[str, list[Any]] = defaultdict(lambda: [0, set()])
     after_rules: dict[str, list[Any]] = defaultdict(lambda: [0, set()])
-    for subject, subject_events, aps in ledger.histories(domain, chunk):
-        evs = [e for e in subject_events if _in_window(e, start, end)]
-        if not evs:
-            continue
-        cancelled = {a.decision_id for a in aps if a.outcome == "upheld" and a.decision_id}
-        b = evaluate_subject(published, evs, when, subject=subject, appeals=aps)
-        if reuse and _same_entries(published[0], versions[0], evs):
-            a = b  # same entries, same scheme and thresholds: the same fold (rules-only change)
-            out.reused += 1
-        else:
+    windowed = start is not None or end is not None
+    histories = ledger.histories(domain, chunk)
+    while part := list(islice(histories, chunk)):
+        found: list[History] = []
+        for subject, subject_events, aps in part:
+            evs = (
+                [e for e in subject_events if _in_window(e, start, end)]
+                if windowed
+                else subject_events
+            )
+            if evs:
+                found.append((subject, evs, aps))
+        same = (
+            _same_entries(published[0], versions[0], touched, found)
+            if touched is not None
+            else [False] * len(found)
+        )
+        for (subject, evs, aps), reuse in zip(found, same, strict=True):
+            b = evaluate_subject(published, evs, when, subject=subject, appeals=aps)
+            out.subjects += 1
+            out.events += sum(1 for e in evs if e.occurred_at <= when)
+            br = counting_by_rule(b)
+            _count(before_rules, br, subject)
+            if reuse:
+                # Same entries, same scheme and thresholds: the same fold (rules-only change),
+                # so nothing differs for this subject.
+                out.reused += 1
+                _count(after_rules, br, subject)
+                continue
             a = evaluate_subject(versions, evs, when, subject=subject, appeals=aps)
-        out.subjects += 1
-        out.events += sum(1 for e in evs if e.occurred_at <= when)
-        if a.points != b.points:
-            out.changes[subject] = a.points - b.points
-        bd, ad = _live(b, cancelled), _live(a, cancelled)
-        if (
-            a.points != b.points
-            or bd != ad
-            or [x.applied for x in a.entries] != [x.applied for x in b.entries]
-        ):
-            out.affected.add(subject)
-        for did in ad.keys() - bd.keys():
-            out.appeared_kind[did] = ad[did]
-            out.appeared_subject[did] = subject
-        for did in bd.keys() - ad.keys():
-            out.disappeared_kind[did] = bd[did]
-            out.disappeared_subject[did] = subject
-        br, ar = counting_by_rule(b), counting_by_rule(a)
-        for rid, pts in br.items():
-            before_rules[rid][0] += pts
-            before_rules[rid][1].add(subject)
-        for rid, pts in ar.items():
-            after_rules[rid][0] += pts
-            after_rules[rid][1].add(subject)
-        for rid in br.keys() | ar.keys():
-            if br.get(rid, 0) != ar.get(rid, 0):
-                out.rule_subjects_changed.setdefault(rid, set()).add(subject)
+            ar = counting_by_rule(a)
+            _count(after_rules, ar, subject)
+            if a.points != b.points:
+                out.changes[subject] = a.points - b.points
+            cancelled = {p.decision_id for p in aps if p.outcome == "upheld" and p.decision_id}
+            bd, ad = _live(b, cancelled), _live(a, cancelled)
+            if (
+                a.points != b.points
+                or bd != ad
+                or [x.applied for x in a.entries] != [x.applied for x in b.entries]
+            ):
+                out.affected.add(subject)
+            for did in ad.keys() - bd.keys():
+                out.appeared_kind[did] = ad[did]
+                out.appeared_subject[did] = subject
+            for did in bd.keys() - ad.keys():
+                out.disappeared_kind[did] = bd[did]
+                out.disappeared_subject[did] = subject
+            for rid in br.keys() | ar.keys():
+                if br.get(rid, 0) != ar.get(rid, 0):
+                    out.rule_subjects_changed.setdefault(rid, set()).add(subject)
     out.rules_before = {k: (v[0], v[1]) for k, v in before_rules.items()}
     out.rules_after = {k: (v[0], v[1]) for k, v in after_rules.items()}
     out.rule_changes = _rule_changes(version_at(published, when), version_at(versions, when))

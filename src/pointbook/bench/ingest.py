@@ -1,10 +1,12 @@
-"""`bench ingest`: the whole ingest path timed end to end, with two baselines from the same run.
+"""`bench ingest`: the whole ingest path timed end to end, with baselines from the same run.
 
 - the engine: a JSON Lines file into a fresh store through `Ledger.ingest` (parse, validate,
   judge, entries, durable commit per batch, decisions refreshed), the packs published first;
 - raw insert: the same number of rows shaped like `pb_events` inserted with the backend's
   fastest path and no engine (SQLite executemany, one transaction per batch; PostgreSQL binary
   COPY, one transaction per batch), rows built before the clock starts;
+- raw ledger: bench/rawledger.py, every row the ingest stored, inserted again the same way
+  into empty copies of its tables (the storage floor of the engine's own output);
 - naive: bench/naive.py, one event per transaction, on a prefix of the file;
 - the peer, when the `bench` extra is installed: pinax-points awarding the same points on
   SQLite in one transaction, on a prefix of the file (bench/peer.py).
@@ -36,6 +38,7 @@ from pointbook.bench import (
 )
 from pointbook.bench.naive import run_naive
 from pointbook.bench.peer import PEER_MISSING, peer_installed, peer_label, run_peer
+from pointbook.bench.rawledger import time_raw_ledger
 from pointbook.dates import parse_instant, to_micros
 from pointbook.intake import read_records
 from pointbook.ledger import IngestReport, Ledger
@@ -136,9 +139,14 @@ def time_raw_insert(found: Sequence[Row], backend: str, folder: Path, batch_size
         drop_schema(schema)
 
 
-def time_engine(ledger: Ledger, path: Path, batch_size: int) -> tuple[IngestReport, float]:
+def time_engine(
+    ledger: Ledger, path: Path, batch_size: int, jobs: int | None = None
+) -> tuple[IngestReport, float]:
     """The engine's figure: the JSON Lines file ``path`` through `Ledger.ingest` (decisions
-    refreshed); (report, seconds)."""
+    refreshed, by ``jobs`` worker processes when given, else the ledger's); (report, seconds).
+    The workers start inside the timed part, as they do for `pointbook ingest`."""
+    if jobs is not None:
+        ledger.jobs = jobs
     t0 = time.perf_counter()
     with path.open("rb") as f:
         report = ledger.ingest(read_records(f, "jsonl"), batch_size, refresh=True)
@@ -155,6 +163,7 @@ def run_ingest(
     batch_size: int = 10_000,
     peer: bool = True,
     peer_cap: int = 1000,
+    jobs: int | None = None,
 ) -> dict[str, Any]:
     """One `bench ingest` run; the JSON-ready result. The peer runs when ``peer`` is set and
     the `bench` extra is installed; otherwise `peer` says why it did not."""
@@ -164,7 +173,7 @@ def run_ingest(
         n = write_workload(path, generate_workload(events, subjects, seed, late_fraction))
         with fresh_store(backend, folder) as store:
             ledger = open_ledger(store)
-            report, seconds = time_engine(ledger, path, batch_size)
+            report, seconds = time_engine(ledger, path, batch_size, jobs)
             rss = peak_rss_mb()  # before the baselines build their own rows
             balances: dict[str, int] = {}
             for domain in DOMAINS:
@@ -172,6 +181,12 @@ def run_ingest(
                     balances[f"{domain}/{subject}"] = ledger.state(
                         domain, subject, SAMPLE_AS_OF
                     ).points
+            used_jobs = ledger.jobs
+            ledger.close()  # its workers and the store (fresh_store's close is then a no-op)
+            # The same rows again, no engine: the storage floor of what the engine stores.
+            ledger_rows, ledger_seconds = time_raw_ledger(
+                store, backend, folder, max(1, -(-n // batch_size))
+            )
         found = raw_rows(path)
         raw_seconds = time_raw_insert(found, backend, folder, batch_size)
         del found
@@ -195,6 +210,7 @@ def run_ingest(
     return {
         "workload": "ingest",
         "backend": backend,
+        "jobs": used_jobs,
         "events": n,
         "subjects": subjects,
         "late_fraction": late_fraction,
@@ -210,6 +226,10 @@ def run_ingest(
         "raw_seconds": raw_seconds,
         "raw_insert_rows_per_s": raw_per_s,
         "ratio_to_raw": events_per_s / raw_per_s,
+        "raw_ledger_rows": ledger_rows,
+        "raw_ledger_seconds": ledger_seconds,
+        "raw_ledger_rows_per_s": ledger_rows / ledger_seconds,
+        "ratio_to_raw_ledger": ledger_seconds / seconds,
         "naive_events": naive_events,
         "naive_seconds": naive_seconds,
         "naive_events_per_s": naive_per_s,

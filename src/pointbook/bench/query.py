@@ -35,7 +35,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,8 +51,9 @@ from pointbook.bench import (
 )
 from pointbook.bench.ingest import time_engine
 from pointbook.bench.load import LoadResult, LoadTokens, Mix, free_port, run_load
-from pointbook.ledger import Ledger
+from pointbook.ledger import IngestReport, Ledger
 from pointbook.service.auth import hash_token, new_token
+from pointbook.store.base import Store
 
 __all__ = ["HTTP_DOMAIN", "TARGETS", "floor_app", "percentiles", "run_query"]
 
@@ -249,20 +250,36 @@ def run_query(
     seconds: float = 20.0,
     batch_size: int = 10_000,
     profile: bool = False,
+    existing: Path | None = None,
 ) -> dict[str, Any]:
     """One `bench query` run; the JSON-ready result (and, with ``profile``, a cProfile
     listing of `balance` under the key `profile`). The HTTP load lasts ``seconds`` after a
-    warm-up of a quarter of that (at most 5 s), against the server and then the floor."""
+    warm-up of a quarter of that (at most 5 s), against the server and then the floor.
+
+    ``existing``: a SQLite store built before (by `bench memory`, say) is read instead of
+    building one; the run adds one reviewer token labelled "bench query" to it."""
     warmup_s = min(5.0, seconds / 4)
     with tempfile.TemporaryDirectory(prefix="pointbook-bench-") as tmp:
         folder = Path(tmp)
-        path = folder / "events.jsonl"
-        n = write_workload(path, generate_workload(entries, subjects, seed))
-        db = folder / "engine.db"
         rng = random.Random(seed)
-        with fresh_store("sqlite", folder) as store:
-            ledger = open_ledger(store)
-            report, build_seconds = time_engine(ledger, path, batch_size)
+        if existing is None:
+            path = folder / "events.jsonl"
+            n: int | None = write_workload(path, generate_workload(entries, subjects, seed))
+            db = folder / "engine.db"
+            opened: AbstractContextManager[Store] = fresh_store("sqlite", folder)
+        else:
+            from pointbook.store.sqlite import SQLiteStore
+
+            n, db = None, existing
+            opened = closing(SQLiteStore(existing))
+        with opened as store:
+            report: IngestReport | None = None
+            build_seconds: float | None = None
+            if existing is None:
+                ledger = open_ledger(store)
+                report, build_seconds = time_engine(ledger, path, batch_size)
+            else:
+                ledger = Ledger(store)
             population = [(d, s) for d in DOMAINS for s in store.subjects(d)]
             picks = [rng.choice(population) for _ in range(samples)]
             warm = [rng.choice(population) for _ in range(min(WARMUP, samples))]
@@ -293,8 +310,10 @@ def run_query(
             body_size = len(json.dumps(ledger.view(HTTP_DOMAIN, checked[0])).encode())
             token = new_token()
             store.insert_token(hash_token(token), "reviewer", HTTP_DOMAIN, None, "bench query")
+            if n is None:
+                n = int(conn.execute("SELECT COUNT(*) FROM pb_events").fetchone()[0])
         rss = peak_rss_mb()
-        store_mb = sum(f.stat().st_size for f in folder.glob("engine.db*")) / 2**20
+        store_mb = sum(f.stat().st_size for f in db.parent.glob(f"{db.name}*")) / 2**20
 
         raw_ns = _raw_lookups(db, warm, picks)
 
@@ -331,15 +350,22 @@ def run_query(
         "workload": "query",
         "backend": "sqlite",
         "seed": seed,
-        "subjects": subjects,
+        "subjects": subjects if existing is None else len(population),
         "events": n,
-        "accepted": report.accepted,
-        "rejected": len(report.rejected),
+        "store": "built" if existing is None else str(existing),
+        "accepted": n if report is None else report.accepted,
+        "rejected": 0 if report is None else len(report.rejected),
         "entries": entry_count,
         "subjects_with_events": len(population),
         "store_mb": store_mb,
-        "build_seconds": build_seconds,
-        "build_events_per_s": report.accepted / build_seconds,
+        **(
+            {}
+            if report is None or build_seconds is None
+            else {
+                "build_seconds": build_seconds,
+                "build_events_per_s": report.accepted / build_seconds,
+            }
+        ),
         "samples": samples,
         "subject_events_mean": statistics.fmean(sizes) if sizes else 0.0,
         "subject_events_max": max(sizes, default=0),

@@ -1,5 +1,5 @@
-"""`pointbook bench ingest | recompute | query | scale`: measure the engine against baselines from
-the same run."""
+"""`pointbook bench ingest | recompute | query | scale | whatif`: measure the engine against
+baselines from the same run."""
 
 from __future__ import annotations
 
@@ -33,10 +33,20 @@ BackendOption = Annotated[
 BatchOption = Annotated[
     int, typer.Option("--batch-size", min=1, help="Events per ingest batch (one transaction).")
 ]
+JobsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--jobs",
+        min=1,
+        help="Worker processes folding subjects (default: $POINTBOOK_JOBS, else 1, which folds "
+        "in the benchmark's own process).",
+    ),
+]
 
 # How each figure is shown in the table: (key, label, format).
 _INGEST = [
     ("backend", "backend", "{}"),
+    ("jobs", "worker processes", "{}"),
     ("events", "events", "{:,}"),
     ("subjects", "subjects", "{:,}"),
     ("late_fraction", "late fraction", "{}"),
@@ -47,6 +57,9 @@ _INGEST = [
     ("events_per_s", "engine events/s", "{:,.0f}"),
     ("raw_insert_rows_per_s", "raw insert rows/s", "{:,.0f}"),
     ("ratio_to_raw", "engine / raw", "{:.3f}"),
+    ("raw_ledger_rows", "ledger rows written", "{:,}"),
+    ("raw_ledger_rows_per_s", "raw ledger rows/s", "{:,.0f}"),
+    ("ratio_to_raw_ledger", "engine / raw ledger", "{:.3f}"),
     ("naive_events", "naive events (prefix)", "{:,}"),
     ("naive_events_per_s", "naive events/s", "{:,.0f}"),
     ("speedup_vs_naive", "engine / naive", "{:.1f}"),
@@ -58,6 +71,7 @@ _INGEST = [
 ]
 _RECOMPUTE = [
     ("backend", "backend", "{}"),
+    ("jobs", "worker processes", "{}"),
     ("events", "events", "{:,}"),
     ("as_of", "as of", "{}"),
     ("subjects", "subjects", "{:,}"),
@@ -117,6 +131,7 @@ def ingest(
         int,
         typer.Option("--peer-cap", min=1, help="The peer runs on this many events."),
     ] = 1000,
+    jobs: JobsOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Time a seeded workload end to end into a fresh store, with raw-insert and naive baselines
@@ -127,7 +142,16 @@ def ingest(
     if not json_out:
         err_console.print(f"bench ingest: {events:,} events, {subjects:,} subjects on {backend}…")
     result = run_ingest(
-        events, subjects, backend, late_fraction, seed, naive_cap, batch_size, peer, peer_cap
+        events,
+        subjects,
+        backend,
+        late_fraction,
+        seed,
+        naive_cap,
+        batch_size,
+        peer,
+        peer_cap,
+        jobs,
     )
     _show(result, json_out, _INGEST)
 
@@ -141,6 +165,7 @@ def recompute(
         str, typer.Option("--as-of", help="Re-score as of the end of this day (UTC).")
     ] = "2025-12-31",
     seed: SeedOption = 2020,
+    jobs: JobsOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Ingest a workload, then time re-scoring every subject, with a Polars group-by baseline."""
@@ -156,8 +181,78 @@ def recompute(
         err_console.print(
             f"bench recompute: {events:,} events, {subjects:,} subjects on {backend}…"
         )
-    result = run_recompute(events, subjects, backend, seed, when)
+    result = run_recompute(events, subjects, backend, seed, when, jobs=jobs)
     _show(result, json_out, _RECOMPUTE)
+
+
+_WHATIF = [
+    ("candidate", "candidate", "{}"),
+    ("backend", "backend", "{}"),
+    ("store", "store", "{}"),
+    ("as_of", "as of", "{:.10}"),
+    ("events", "events", "{:,}"),
+    ("subjects", "subjects", "{:,}"),
+    ("reused", "subjects reused (one fold)", "{:,}"),
+    ("subjects_changed", "subjects changed", "{:,}"),
+    ("seconds", "what-if seconds", "{:.2f}"),
+    ("cpu_seconds", "what-if CPU seconds", "{:.2f}"),
+    ("events_per_s", "what-if events/s", "{:,.0f}"),
+    ("one_fold_seconds", "one fold seconds", "{:.2f}"),
+    ("one_fold_cpu_seconds", "one fold CPU seconds", "{:.2f}"),
+    ("ratio_to_one_fold", "what-if / one fold", "{:.2f}"),
+    ("cpu_ratio_to_one_fold", "what-if / one fold, CPU", "{:.2f}"),
+    ("peak_rss_mb", "peak RSS MiB", "{:,.0f}"),
+]
+
+
+@app.command("whatif")
+def whatif(
+    events: EventsOption = 200_000,
+    subjects: SubjectsOption = 20_000,
+    backend: BackendOption = "sqlite",
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="Time an existing store instead (a SQLite file or a PostgreSQL URL), opened "
+            "read-only; --events, --subjects, --backend and --seed are then unused.",
+        ),
+    ] = None,
+    as_of: Annotated[
+        str, typer.Option("--as-of", help="Compare as of the end of this day (UTC).")
+    ] = "2025-12-31",
+    seed: SeedOption = 2020,
+    domain: Annotated[
+        list[str] | None,
+        typer.Option("--domain", help="Time only this domain (forum, fr-driving); repeatable."),
+    ] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Time `whatif` for forum (a rules-only candidate) and fr-driving (a moved threshold)
+    against one plain fold of every subject, on a seeded store or an existing one."""
+    from pointbook.bench.whatif import run_bench_whatif
+
+    _check_backend(backend)
+    try:
+        day = date.fromisoformat(as_of)
+    except ValueError as exc:
+        raise typer.BadParameter("a date YYYY-MM-DD", param_hint="--as-of") from exc
+    when = datetime.combine(day, time.max, tzinfo=UTC)
+    if not json_out:
+        where = db if db is not None else f"{events:,} events, {subjects:,} subjects on {backend}"
+        err_console.print(f"bench whatif: {e(where)}…")
+    results = run_bench_whatif(events, subjects, backend, seed, when, db, domain)
+    if json_out:
+        for result in results:
+            sys.stdout.write(json.dumps(result, separators=(",", ":")) + "\n")
+        return
+    t = Table(title="bench whatif")
+    t.add_column("measure")
+    for result in results:
+        t.add_column(e(result["domain"]), justify="right")
+    for key, label, fmt in _WHATIF:
+        t.add_row(label, *(e(fmt.format(r[key])) for r in results))
+    console.print(t)
 
 
 _QUERY = [
@@ -221,6 +316,16 @@ def query(
         bool,
         typer.Option("--profile", help="Also print a cProfile listing of balance (stderr)."),
     ] = False,
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db",
+            exists=True,
+            dir_okay=False,
+            help="Read this SQLite store (built before, e.g. by `bench memory`) instead of "
+            "building one; it gains one reviewer token labelled 'bench query'.",
+        ),
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Build a store through ingest, then time balance and explain in the library and balance
@@ -229,9 +334,13 @@ def query(
 
     if not json_out:
         err_console.print(
-            f"bench query: building {entries:,} events over {subjects:,} subjects on sqlite…"
+            f"bench query: reading {db}…"
+            if db is not None
+            else f"bench query: building {entries:,} events over {subjects:,} subjects on sqlite…"
         )
-    result = run_query(subjects, entries, seed, samples, clients, seconds, batch_size, profile)
+    result = run_query(
+        subjects, entries, seed, samples, clients, seconds, batch_size, profile, existing=db
+    )
     listing = result.pop("profile", None)
     _show(result, json_out, _QUERY)
     if listing:

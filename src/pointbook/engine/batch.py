@@ -10,6 +10,7 @@ random events, and the fold, which re-judges stored events one at a time, relies
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import compress
 
 import polars as pl
 
@@ -56,16 +57,16 @@ def judge_batch(items: Sequence[tuple[Event, PackVersion]]) -> list[list[Entry]]
         result = df.with_columns(_expressions(version, first.type, rules))
         matched = [result[f"m{k}"].to_list() for k in range(len(rules))]
         deltas = [result[f"d{k}"].to_list() for k in range(len(rules))]
-        assert result[ROW].to_list() == list(range(len(members)))
-        for row, i in enumerate(members):
-            event = items[i][0]
-            entries: list[Entry] = []
-            for k, rule in enumerate(rules):
-                if not matched[k][row]:
-                    continue
-                delta = deltas[k][row]
+        rows = range(len(members))
+        assert result[ROW].to_list() == list(rows)
+        # Rule by rule, over the rows it matched only: each event still gets its entries in
+        # pack order.
+        for k, rule in enumerate(rules):
+            delta_of = deltas[k]
+            for row in compress(rows, matched[k]):
+                event = items[members[row]][0]
+                delta = delta_of[row]
                 # The linter makes a points attribute a required integer: never missing here.
                 assert delta is not None, (rule.id, event.id)
-                entries.append(make_entry(event, version, rule, delta))
-            out[i] = entries
+                out[members[row]].append(make_entry(event, version, rule, delta))
     return out

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pointbook.engine.model import CANONICAL
+from pointbook.engine.canonical import canonical_text
 
 __all__ = [
     "GENESIS",
@@ -37,17 +37,14 @@ def new_salt() -> str:
 
 
 def canonical(value: Any) -> bytes:
-    return CANONICAL.encode(value).encode()
+    return canonical_text(value).encode()
 
 
 def commit(value: Any, salt: str | None = None) -> str:
     """The commitment to a row: SHA-256 over an optional salt and its canonical JSON."""
-    h = hashlib.sha256()
-    if salt:
-        h.update(salt.encode())
-        h.update(b"\x00")
-    h.update(canonical(value))
-    return h.hexdigest()
+    # The bytes hashed are salt, NUL, JSON: joined before encoding, hashed in one call.
+    text = canonical_text(value)
+    return hashlib.sha256((f"{salt}\x00{text}" if salt else text).encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +62,9 @@ class AuditRecord:
 def chain_hash(
     prev: str, seq: int, at_us: int, kind: str, domain: str, ref: str, commitment: str
 ) -> str:
-    return hashlib.sha256(canonical([prev, seq, at_us, kind, domain, ref, commitment])).hexdigest()
+    # A tuple encodes as the same JSON array as a list.
+    text = canonical_text((prev, seq, at_us, kind, domain, ref, commitment))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

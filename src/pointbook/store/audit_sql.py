@@ -90,11 +90,11 @@ def event_commitment(event: Row, entries: Sequence[Row]) -> str:
     as it is left (the erased ones empty), unsalted, since the salt went with the details.
     Every column counts: an erased event's entry moved to another subject, or details written
     back into it, must fail verification (T11 found both passing with a partial skeleton)."""
-    *fields, salt, erased_us = event
+    # Tuples encode as the same JSON arrays as lists: the rows go in as they are.
     ordered = sorted(entries)
-    if erased_us is not None:
-        return commit(["erased-event/2", list(event), [list(e) for e in ordered]])
-    return commit(["event", fields, [list(e) for e in ordered]], salt)
+    if event[-1] is not None:
+        return commit(("erased-event/2", event, ordered))
+    return commit(("event", event[:-2], ordered), event[-2])
 
 
 def legacy_erased_commitment(event: Row, entries: Sequence[Row]) -> str | None:

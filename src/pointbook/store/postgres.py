@@ -251,8 +251,16 @@ class PostgresStore(PostgresProcessTables):
         self.write(txn)
 
     # -- events and entries -----------------------------------------------------------------
-    def has_events(self, domain: str) -> bool:
-        return bool(self._query("SELECT 1 FROM pb_events WHERE domain = %s LIMIT 1", (domain,)))
+    def has_events(self, domain: str, since: datetime | None = None) -> bool:
+        """Whether the domain has events (occurring at or after ``since``, when given)."""
+        if since is None:
+            return bool(self._query("SELECT 1 FROM pb_events WHERE domain = %s LIMIT 1", (domain,)))
+        return bool(
+            self._query(
+                "SELECT 1 FROM pb_events WHERE domain = %s AND occurred_us >= %s LIMIT 1",
+                (domain, to_micros(since)),
+            )
+        )
 
     def subjects(self, domain: str) -> list[str]:
         return [
@@ -312,25 +320,29 @@ class PostgresStore(PostgresProcessTables):
 
     def subject_events(self, domain: str, subjects: Sequence[str]) -> dict[str, list[Event]]:
         out: dict[str, list[Event]] = {s: [] for s in subjects}
+        decode = rows.event_from_row
+        erased: dict[str, dict[str, tuple[Entry, ...]]] = {}
         for chunk in chunks(subjects):
             for r in self._query(
                 rows.EVENT_SELECT + "WHERE domain = %s AND subject = ANY(%s)"
                 " ORDER BY subject, occurred_us, id",
                 (domain, chunk),
             ):
-                judged = None if r[9] is None else self._judged(domain, r[0])
-                out[r[1]].append(rows.event_from_row(domain, r, judged))
+                if r[9] is None:
+                    out[r[1]].append(decode(domain, r, None))
+                else:
+                    if r[1] not in erased:
+                        erased[r[1]] = self._judged(domain, r[1])
+                    out[r[1]].append(decode(domain, r, erased[r[1]].get(r[0], ())))
         return out
 
-    def _judged(self, domain: str, event_id: str) -> tuple[Entry, ...]:
-        """The entries of an event whose details were erased (the fold uses them as judged)."""
-        found = self._query(
-            "SELECT subject FROM pb_entries WHERE domain = %s AND event_id = %s LIMIT 1",
-            (domain, event_id),
-        )
-        if not found:
-            return ()
-        return tuple(n for n in self.subject_entries(domain, found[0][0]) if n.event_id == event_id)
+    def _judged(self, domain: str, subject: str) -> dict[str, tuple[Entry, ...]]:
+        """The entries of a subject's events by event id: what the fold uses as judged for an
+        event whose details were erased. Read once per subject, however many were erased."""
+        judged: dict[str, tuple[Entry, ...]] = {}
+        for n in self.subject_entries(domain, subject):
+            judged[n.event_id] = (*judged.get(n.event_id, ()), n)
+        return judged
 
     def subject_entries(self, domain: str, subject: str) -> list[Entry]:
         found = self._query(

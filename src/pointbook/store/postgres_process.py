@@ -115,15 +115,17 @@ class PostgresProcessTables:
 
         self.write(txn)
 
-    def confirmations(self, domain: str) -> dict[str, tuple[datetime, str]]:
-        return {
-            r[0]: (from_micros(r[1]), r[2])
-            for r in self._query(
-                "SELECT decision_id, confirmed_us, reviewer FROM pb_confirmations"
-                " WHERE domain = %s",
-                (domain,),
-            )
-        }
+    def confirmations(
+        self, domain: str, decision_ids: Sequence[str] | None = None
+    ) -> dict[str, tuple[datetime, str]]:
+        sql = "SELECT decision_id, confirmed_us, reviewer FROM pb_confirmations WHERE domain = %s"
+        if decision_ids is None:
+            found = self._query(sql, (domain,))
+        else:
+            found = []
+            for chunk in chunks(list(decision_ids)):
+                found += self._query(f"{sql} AND decision_id = ANY(%s)", (domain, chunk))
+        return {r[0]: (from_micros(r[1]), r[2]) for r in found}
 
     # -- outbox ------------------------------------------------------------------------------
     def outbox_pending(

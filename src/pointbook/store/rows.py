@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pointbook.dates import from_micros, to_micros
+from pointbook.engine.canonical import direct_encoder
 from pointbook.engine.model import Appeal, Decision, Entry, Event
 from pointbook.store.audit import commit, new_salt
 from pointbook.store.audit_sql import event_commitment
@@ -37,6 +39,13 @@ Row = tuple[Any, ...]
 # Made once (json.dumps with options builds an encoder per call); the stored text is unchanged.
 _SORTED = json.JSONEncoder(sort_keys=True)
 _PLAIN = json.JSONEncoder()
+_sorted_text = direct_encoder(_SORTED)
+_plain_text = direct_encoder(_PLAIN)
+# The read side: from_micros inlined (a keyword timedelta costs more per call), one decoder.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_delta = timedelta
+_loads = json.JSONDecoder().decode
+_NO_TAGS: frozenset[str] = frozenset()
 
 # pb_events: the columns of the table in order (13), as written by write_batch.
 EVENT_WIDTH = 13
@@ -60,6 +69,7 @@ APPEAL_SELECT = (
 
 def event_rows(events: Sequence[tuple[Event, str]], rec: int) -> list[Row]:
     """pb_events rows for new events (a fresh salt each), received at ``rec``."""
+    attributes_text = _sorted_text
     return [
         (
             e.domain,
@@ -67,7 +77,7 @@ def event_rows(events: Sequence[tuple[Event, str]], rec: int) -> list[Row]:
             e.subject,
             e.type,
             to_micros(e.occurred_at),
-            _SORTED.encode(dict(e.attributes)),
+            attributes_text(dict(e.attributes)) if e.attributes else "{}",
             e.evidence,
             e.issuer,
             h,
@@ -81,38 +91,50 @@ def event_rows(events: Sequence[tuple[Event, str]], rec: int) -> list[Row]:
 
 
 def entry_rows(entries: Sequence[Entry], rec: int) -> list[Row]:
-    return [
-        (
-            n.domain,
-            n.event_id,
-            n.rule_id,
-            n.subject,
-            n.pack_version,
-            n.pack_hash,
-            n.delta,
-            to_micros(n.occurred_at),
-            None if n.counts_until is None else to_micros(n.counts_until),
-            n.title,
-            n.evidence,
-            _PLAIN.encode(sorted(n.tags)),
-            int(n.daily_cap),
-            rec,
+    # A rule's entries share its tags (one frozenset): each set is encoded once per call.
+    tags_text: dict[frozenset[str], str] = {}
+    out = []
+    for n in entries:
+        tags = tags_text.get(n.tags)
+        if tags is None:
+            tags = tags_text[n.tags] = _plain_text(sorted(n.tags))
+        out.append(
+            (
+                n.domain,
+                n.event_id,
+                n.rule_id,
+                n.subject,
+                n.pack_version,
+                n.pack_hash,
+                n.delta,
+                to_micros(n.occurred_at),
+                None if n.counts_until is None else to_micros(n.counts_until),
+                n.title,
+                n.evidence,
+                tags,
+                int(n.daily_cap),
+                rec,
+            )
         )
-        for n in entries
-    ]
+    return out
 
 
 def event_records(event_rows: Sequence[Row], entry_rows: Sequence[Row]) -> list[Row]:
     """The audit records (kind, domain, ref, commitment) of new events with their entries."""
     by_event: dict[tuple[str, str], list[Row]] = {}
     for r in entry_rows:
-        by_event.setdefault((r[0], r[1]), []).append(r[2:])
+        found = by_event.get(r[:2])
+        if found is None:
+            by_event[r[:2]] = [r[2:]]
+        else:
+            found.append(r[2:])
+    no_entries: list[Row] = []
     return [
         (
             "event",
             r[0],
             f"event:{r[0]}/{r[1]}",
-            event_commitment(r, by_event.get((r[0], r[1]), [])),
+            event_commitment(r, by_event.get(r[:2], no_entries)),
         )
         for r in event_rows
     ]
@@ -120,37 +142,40 @@ def event_records(event_rows: Sequence[Row], entry_rows: Sequence[Row]) -> list[
 
 def event_from_row(domain: str, r: Row, judged: tuple[Entry, ...] | None) -> Event:
     """An Event from an EVENT_SELECT row; ``judged`` for an erased one (r[9] set)."""
+    # Every read of a record decodes each of its events: positional arguments in the field
+    # order of Event (tests/test_ledger.py holds them to it), no JSON parse for the common
+    # empty attributes, and from_micros inlined.
     return Event(
-        id=r[0],
-        domain=domain,
-        subject=r[1],
-        type=r[2],
-        occurred_at=from_micros(r[3]),
-        attributes=json.loads(r[4]),
-        evidence=r[5],
-        issuer=r[6],
-        incident=r[7],
-        reported_at=from_micros(r[8]),
-        judged=judged,
+        r[0],
+        domain,
+        r[1],
+        r[2],
+        _EPOCH + _delta(0, 0, r[3]),
+        {} if r[4] == "{}" else _loads(r[4]),
+        r[5],
+        r[6],
+        r[7],
+        _EPOCH + _delta(0, 0, r[8]),
+        judged,
     )
 
 
 def entry_from_row(domain: str, subject: str, r: Row) -> Entry:
     """An Entry from an ENTRY_SELECT row."""
     return Entry(
-        event_id=r[0],
-        domain=domain,
-        subject=subject,
-        rule_id=r[1],
-        pack_version=r[2],
-        pack_hash=r[3],
-        delta=r[4],
-        occurred_at=from_micros(r[5]),
-        counts_until=None if r[6] is None else from_micros(r[6]),
-        title=r[7],
-        evidence=r[8],
-        tags=frozenset(json.loads(r[9])),
-        daily_cap=bool(r[10]),
+        r[0],
+        domain,
+        subject,
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        _EPOCH + _delta(0, 0, r[5]),
+        None if r[6] is None else _EPOCH + _delta(0, 0, r[6]),
+        r[7],
+        r[8],
+        _NO_TAGS if r[9] == "[]" else frozenset(_loads(r[9])),
+        bool(r[10]),
     )
 
 
@@ -218,25 +243,25 @@ def decision_records(domain: str, rows: Sequence[Row]) -> list[tuple[str, str, s
 
 def decision_from_row(r: Row) -> DecisionRow:
     """A DecisionRow from a ``SELECT *`` row of pb_decisions."""
-    d = Decision(
-        id=r[1],
-        domain=r[0],
-        subject=r[3],
-        threshold_id=r[4],
-        kind=r[5],
-        title=r[6],
-        level=r[7],
-        figure=r[8],
-        triggered_at=from_micros(r[9]),
-        ordinal=r[10],
-        effective_at=from_micros(r[11]),
-        ends_at=None if r[12] is None else from_micros(r[12]),
-        attributes=json.loads(r[13]),
-        trigger=r[14],
-        pack_version=r[15],
-        requires_review=bool(r[18]),
+    d = Decision(  # positional, in the field order of Decision (as event_from_row)
+        r[1],
+        r[0],
+        r[3],
+        r[4],
+        r[5],
+        r[6],
+        r[7],
+        r[8],
+        _EPOCH + _delta(0, 0, r[9]),
+        r[10],
+        _EPOCH + _delta(0, 0, r[11]),
+        None if r[12] is None else _EPOCH + _delta(0, 0, r[12]),
+        {} if r[13] == "{}" else _loads(r[13]),
+        r[14],
+        r[15],
+        bool(r[18]),
     )
-    return DecisionRow(d, r[2], bool(r[16]), from_micros(r[17]), r[19])
+    return DecisionRow(d, r[2], bool(r[16]), _EPOCH + _delta(0, 0, r[17]), r[19])
 
 
 def appeal_from_row(r: Row) -> Appeal:

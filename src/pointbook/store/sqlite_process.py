@@ -110,14 +110,22 @@ class ProcessTables:
                 c, row[4], [("confirmation", domain, ref, commit(["confirmation", list(row)]))]
             )
 
-    def confirmations(self, domain: str) -> dict[str, tuple[datetime, str]]:
-        return {
-            r[0]: (from_micros(r[1]), r[2])
-            for r in self.conn.execute(
-                "SELECT decision_id, confirmed_us, reviewer FROM pb_confirmations WHERE domain = ?",
-                (domain,),
-            )
-        }
+    def confirmations(
+        self, domain: str, decision_ids: Sequence[str] | None = None
+    ) -> dict[str, tuple[datetime, str]]:
+        sql = "SELECT decision_id, confirmed_us, reviewer FROM pb_confirmations WHERE domain = ?"
+        if decision_ids is None:
+            found = self.conn.execute(sql, (domain,)).fetchall()
+        else:
+            found = []
+            ids = list(decision_ids)
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                found += self.conn.execute(
+                    f"{sql} AND decision_id IN ({marks})", (domain, *chunk)
+                ).fetchall()
+        return {r[0]: (from_micros(r[1]), r[2]) for r in found}
 
     # -- outbox ------------------------------------------------------------------------------
     def outbox_pending(
