@@ -346,3 +346,24 @@ def test_a_stored_event_reads_back_as_it_was_reported(ledger: Ledger) -> None:
         reported_at=NOW,
         judged=None,
     )
+
+
+def test_a_bulk_load_gets_a_bigger_page_cache_only_while_it_lasts(tmp_path: Path) -> None:
+    # A load of several batches holds SQLiteStore.bulk() from its second batch; one batch (an
+    # API request) never does, and the cache is put back after (a server must not keep it).
+    store = SQLiteStore(tmp_path / "bulk.db")
+    led = Ledger(store, now=lambda: NOW)
+    led.publish(pack(BODY))
+    seen: list[int] = []
+    write = store.write_batch
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(store.conn.execute("PRAGMA cache_size").fetchone()[0])
+        return write(*args, **kwargs)
+
+    store.write_batch = spy  # type: ignore[method-assign]
+    (default,) = store.conn.execute("PRAGMA cache_size").fetchone()
+    led.ingest([record(1, "one", "2024-01-10")], batch_size=2)
+    led.ingest([record(i, f"e{i}", "2024-01-10", subject=f"s{i}") for i in range(5)], batch_size=2)
+    assert seen == [default, default, -65536, -65536]
+    assert store.conn.execute("PRAGMA cache_size").fetchone()[0] == default

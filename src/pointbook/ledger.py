@@ -11,10 +11,10 @@ import gc
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import islice
+from itertools import count, islice
 from pathlib import Path
 from typing import Any
 
@@ -317,17 +317,20 @@ class Ledger(RecordImport):
         """
         report = IngestReport()
         found = iter(records)
-        while True:
-            with _gc_paused():
-                batch = list(islice(found, max(1, batch_size)))
-                if batch:
-                    self._ingest_batch(batch, report)
-            if not batch:
-                break
-            if progress:
-                progress(len(batch))
-        if refresh:
-            self.refresh_decisions()
+        with ExitStack() as bulk:
+            for n in count():
+                with _gc_paused():
+                    batch = list(islice(found, max(1, batch_size)))
+                    if batch and n == 1:  # a second batch: a bulk load (not one API request)
+                        bulk.enter_context(self.store.bulk())
+                    if batch:
+                        self._ingest_batch(batch, report)
+                if not batch:
+                    break
+                if progress:
+                    progress(len(batch))
+            if refresh:
+                self.refresh_decisions()
         return report
 
     def _ingest_batch(self, batch: list[RawRecord], report: IngestReport) -> None:

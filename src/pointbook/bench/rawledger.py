@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pointbook.store.base import Store
+from pointbook.store.sqlite import BULK_CACHE_SIZE
 
 __all__ = ["LEDGER_TABLES", "time_raw_ledger"]
 
@@ -61,6 +62,7 @@ def _sqlite(source: Path, target: Path, batches: int) -> tuple[int, float]:
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA cache_size={BULK_CACHE_SIZE}")  # as the engine's bulk load
         for statement in ddl:
             conn.execute(statement)
         inserts = {

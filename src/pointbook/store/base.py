@@ -77,6 +77,11 @@ class Store(Protocol):
 
     # decisions (derived; materialised to deliver them and record reviewers' actions)
     def dirty_subjects(self, domain: str | None, limit: int) -> list[tuple[str, str]]: ...
+    def bulk(self) -> AbstractContextManager[None]:
+        """Settings for a bulk load while it lasts (a bigger SQLite page cache), put back
+        after it: `Ledger.ingest` holds it from its second batch on."""
+        ...
+
     def refreshing(self, domain: str) -> AbstractContextManager[None]:
         """Hold the store's write lock while the caller re-derives decisions of ``domain``:
         no other writer commits until it ends, so the work list, events, appeals and current

@@ -130,6 +130,11 @@ class PostgresStore(PostgresProcessTables):
         cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", self.lock_key)
 
     @contextmanager
+    def bulk(self) -> Iterator[None]:
+        """Nothing to change for a bulk load: the server's settings are the operator's."""
+        yield
+
+    @contextmanager
     def refreshing(self, domain: str) -> Iterator[None]:
         """One transaction holding the write lock while ``domain``'s decisions are refreshed:
         the reads inside see every commit, no other writer commits until it ends, and the
