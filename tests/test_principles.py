@@ -518,6 +518,7 @@ STORE_WITHOUT_DOMAIN = {
     "find_token": "one token by the hash of an unguessable secret",
     "verify": "the audit chain: counts and hashes",
     "audit_root": "the audit chain's head hash",
+    "bulk": "connection settings while a bulk load lasts (a page cache); reads nothing",
 }
 
 
