@@ -332,6 +332,7 @@ def test_query_reads_an_existing_store_without_building_one(tmp_path: Path) -> N
     ledger = open_ledger(SQLiteStore(db))
     with path.open("rb") as f:
         ledger.ingest(read_records(f, "jsonl"), 100, refresh=True)
+    records = ledger.store.verify().records
     ledger.close()
     args = ["--samples", "20", "--clients", "2", "--seconds", "1", "--db", str(db)]
     r = bench(tmp_path, "query", *args)
@@ -340,6 +341,41 @@ def test_query_reads_an_existing_store_without_building_one(tmp_path: Path) -> N
     assert r["subjects"] == r["subjects_with_events"] <= 60
     check_percentiles(r, "balance")
     assert r["http_points_match"] is True
+    # The HTTP load's token is gone again: the store keeps only the records of both.
+    store = SQLiteStore(db)
+    try:
+        assert store.conn.execute("SELECT COUNT(*) FROM pb_tokens").fetchone() == (0,)
+        after = store.verify()
+        assert after.ok and after.records == records + 2
+        kinds = store.conn.execute("SELECT kind FROM pb_audit ORDER BY seq DESC LIMIT 2")
+        assert [k for (k,) in kinds] == ["token-removal", "token"]
+    finally:
+        store.close()
+
+
+def test_a_given_store_is_opened_as_it_is_read_only_or_not(tmp_path: Path) -> None:
+    from pointbook.bench import BenchStoreError, open_existing
+    from pointbook.errors import StoreError
+    from pointbook.store.sqlite import SQLiteStore
+
+    missing = tmp_path / "missing.db"
+    with pytest.raises(BenchStoreError, match="no such store"):
+        open_existing(str(missing), read_only=False)
+    assert not missing.exists(), "never created"
+    db = tmp_path / "kept.db"
+    SQLiteStore(db).close()
+    store = open_existing(str(db))
+    try:
+        with pytest.raises(StoreError, match="readonly"):
+            store.insert_token("h" * 64, "reviewer", "forum", None, "bench")
+    finally:
+        store.close()
+    store = open_existing(f"sqlite:///{db}", read_only=False)
+    try:
+        store.insert_token("h" * 64, "reviewer", "forum", None, "bench")
+        assert store.delete_token("forum", "h" * 64) and store.verify().ok
+    finally:
+        store.close()
 
 
 def test_percentiles_are_nearest_rank() -> None:

@@ -367,3 +367,25 @@ def test_a_bulk_load_gets_a_bigger_page_cache_only_while_it_lasts(tmp_path: Path
     led.ingest([record(i, f"e{i}", "2024-01-10", subject=f"s{i}") for i in range(5)], batch_size=2)
     assert seen == [default, default, -65536, -65536]
     assert store.conn.execute("PRAGMA cache_size").fetchone()[0] == default
+
+
+def test_histories_of_given_subjects_are_read_in_their_order(ledger: Ledger) -> None:
+    # The decision refresh walks its work list with `histories(..., subjects=...)`: the given
+    # subjects only, in the given order, chunk after chunk, read as the whole domain's walk.
+    ledger.ingest([record(i, f"e{i}", f"2024-0{i}-10", subject=f"s{i % 3}") for i in range(1, 8)])
+    whole = {s: (events, appeals) for s, events, appeals in ledger.histories("town")}
+    given = list(ledger.histories("town", 2, ["s2", "s0", "nobody", "s1"]))
+    assert [s for s, _, _ in given] == ["s2", "s0", "nobody", "s1"]
+    assert given[2][1:] == ([], [])
+    assert {s: (events, appeals) for s, events, appeals in given if s != "nobody"} == whole
+
+
+def test_a_deleted_token_no_longer_authenticates_and_the_chain_verifies(ledger: Ledger) -> None:
+    store = ledger.store
+    store.insert_token("h" * 64, "reviewer", "town", None, "bench query")
+    assert not store.delete_token("forum", "h" * 64), "a token of another domain stays"
+    assert store.find_token("h" * 64) == ("reviewer", "town", None, "bench query")
+    assert store.delete_token("town", "h" * 64)
+    assert store.find_token("h" * 64) is None
+    assert not store.delete_token("town", "h" * 64), "nothing left to delete"
+    assert store.verify().ok, "the removal is recorded: the chain expects the row gone"

@@ -445,14 +445,6 @@ class Ledger(RecordImport):
         versions = self.require_domain(domain)
         reads = min(REFRESH_CHUNK, CHUNK) if self.jobs > 1 else REFRESH_CHUNK
 
-        def histories() -> Iterator[History]:
-            for i in range(0, len(subjects), reads):
-                part = subjects[i : i + reads]
-                events = self.store.subject_events(domain, part)
-                appeals = self.store.appeals(domain, part)
-                for subject in part:
-                    yield subject, events[subject], appeals.get(subject, [])
-
         def serial(h: History) -> tuple[Decision, ...]:
             return evaluate_subject(versions, h[1], HORIZON, subject=h[0], appeals=h[2]).decisions
 
@@ -460,7 +452,10 @@ class Ledger(RecordImport):
             return self._fold_pool().decisions(domain, hs, HORIZON)
 
         folded = fold_all(
-            histories(), serial, parallel if self.jobs > 1 else None, self.parallel_min_events
+            self.histories(domain, reads, subjects),
+            serial,
+            parallel if self.jobs > 1 else None,
+            self.parallel_min_events,
         )
         with closing(folded):
             for _ in range(0, len(subjects), REFRESH_CHUNK):
@@ -584,11 +579,13 @@ class Ledger(RecordImport):
         )
 
     def histories(
-        self, domain: str, chunk: int = 500
+        self, domain: str, chunk: int = 500, subjects: Sequence[str] | None = None
     ) -> Iterator[tuple[str, list[Event], list[Appeal]]]:
-        """Every subject of a domain with its events and appeals, read chunk by chunk: the one
-        way population-wide work (reports, what-if, recompute) walks a domain."""
-        subjects = self.store.subjects(domain)
+        """Every subject of a domain (or only ``subjects``, in their order: the decision
+        refresh's work list) with its events and appeals, read chunk by chunk: the one way
+        population-wide work (reports, what-if, recompute, the refresh) walks a domain."""
+        if subjects is None:
+            subjects = self.store.subjects(domain)
         for i in range(0, len(subjects), chunk):
             part = subjects[i : i + chunk]
             events = self.store.subject_events(domain, part)

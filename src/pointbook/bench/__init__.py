@@ -2,8 +2,9 @@
 
 Shared here: the seeded workload over the `fr-driving` and `forum` reference packs, fresh
 stores for one run (a SQLite file in a temporary folder, or a fresh PostgreSQL schema dropped
-afterwards), and the process's peak resident memory. Nothing here asserts a speed: the
-figures are printed, and docs/benchmarks.md records what one machine measured.
+afterwards), existing stores given with `--db` (opened as they are), and the process's peak
+resident memory. Nothing here asserts a speed: the figures are printed, and
+docs/benchmarks.md records what one machine measured.
 """
 
 from __future__ import annotations
@@ -13,23 +14,30 @@ import os
 import random
 import resource
 import secrets
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pointbook.demo import packs_dir, synthetic_event
+from pointbook.errors import PointbookError
 from pointbook.ledger import Ledger
+from pointbook.store import SQLiteStore, open_store
 from pointbook.store.base import Store
+from pointbook.store.schema import MIGRATIONS
 
 __all__ = [
     "BACKENDS",
     "DOMAINS",
     "PG_DEFAULT",
+    "BenchStoreError",
     "drop_schema",
     "fresh_store",
     "generate_workload",
+    "make_read_only",
     "new_schema",
+    "open_existing",
     "open_ledger",
     "peak_rss_mb",
     "pg_url",
@@ -109,8 +117,6 @@ def fresh_store(backend: str, folder: Path, name: str = "engine") -> Iterator[St
     """An empty store for one run: a new SQLite file in ``folder``, or a new PostgreSQL schema
     (dropped with everything in it afterwards)."""
     if backend == "sqlite":
-        from pointbook.store.sqlite import SQLiteStore
-
         sqlite_store = SQLiteStore(folder / f"{name}.db")
         try:
             yield sqlite_store
@@ -128,6 +134,53 @@ def fresh_store(backend: str, folder: Path, name: str = "engine") -> Iterator[St
             pg_store.close()
     finally:
         drop_schema(schema)
+
+
+class BenchStoreError(PointbookError):
+    """A store given to a benchmark with `--db` that it cannot read as it is."""
+
+
+def make_read_only(store: Store) -> None:
+    """Make every later write on ``store``'s connection fail (SQLite `PRAGMA query_only`,
+    PostgreSQL read-only transactions)."""
+    conn: Any = getattr(store, "conn")  # noqa: B009 - both stores keep a DB-API connection
+    if isinstance(store, SQLiteStore):
+        conn.execute("PRAGMA query_only=ON")
+    else:
+        conn.execute("SET default_transaction_read_only = on")
+
+
+def _check_sqlite(path: Path) -> None:
+    """Opening a store may upgrade it (journal mode, migrations): refuse one that would need it,
+    checked on a read-only connection."""
+    if not path.is_file():
+        raise BenchStoreError(f"{path}: no such store")
+    conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        done = {r[0] for r in conn.execute("SELECT name FROM pb_migrations")}
+    except sqlite3.DatabaseError as exc:
+        raise BenchStoreError(f"{path}: not a pointbook store ({exc})") from exc
+    finally:
+        conn.close()
+    if mode != "wal" or any(name not in done for name, _ in MIGRATIONS):
+        raise BenchStoreError(
+            f"{path}: this store needs an upgrade first (open it once with `pointbook verify`): "
+            "a benchmark leaves the store it is given as it is"
+        )
+
+
+def open_existing(db: str, read_only: bool = True) -> Store:
+    """The existing store ``db`` (as `--db` names stores: a SQLite file or a PostgreSQL URL),
+    for a benchmark that leaves it as it is: a SQLite file opening would upgrade is refused.
+    ``read_only``: every write on its connection then fails (`bench whatif`); without, the
+    caller removes again whatever it writes (`bench query`'s token)."""
+    if not db.startswith(("postgresql://", "postgres://")):
+        _check_sqlite(Path(db.removeprefix("sqlite:///")))
+    store = open_store(db)
+    if read_only:
+        make_read_only(store)
+    return store
 
 
 def open_ledger(store: Store) -> Ledger:

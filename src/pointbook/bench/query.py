@@ -45,6 +45,7 @@ from pointbook.bench import (
     DOMAINS,
     fresh_store,
     generate_workload,
+    open_existing,
     open_ledger,
     peak_rss_mb,
     write_workload,
@@ -188,6 +189,20 @@ def _server(args: Sequence[str], port: int, folder: Path) -> Iterator[int]:
         log.close()
 
 
+@contextmanager
+def _reviewer_token(db: Path, token: str) -> Iterator[None]:
+    """``token``, a reviewer token of HTTP_DOMAIN, in the store ``db`` while the block runs
+    (the server checks each request's token against the store), removed after it: the store
+    keeps only the audit records of its addition and removal."""
+    with closing(open_existing(str(db), read_only=False)) as store:
+        store.insert_token(hash_token(token), "reviewer", HTTP_DOMAIN, None, "bench query")
+    try:
+        yield
+    finally:
+        with closing(open_existing(str(db), read_only=False)) as store:
+            store.delete_token(HTTP_DOMAIN, hash_token(token))
+
+
 def _http_figures(prefix: str, r: LoadResult) -> dict[str, Any]:
     return {
         f"{prefix}_requests": r.requests,
@@ -257,7 +272,8 @@ def run_query(
     warm-up of a quarter of that (at most 5 s), against the server and then the floor.
 
     ``existing``: a SQLite store built before (by `bench memory`, say) is read instead of
-    building one; the run adds one reviewer token labelled "bench query" to it."""
+    building one (refused if opening it would upgrade it); the reviewer token labelled
+    "bench query" the HTTP load uses is added to it for the load and removed after."""
     warmup_s = min(5.0, seconds / 4)
     with tempfile.TemporaryDirectory(prefix="pointbook-bench-") as tmp:
         folder = Path(tmp)
@@ -268,10 +284,10 @@ def run_query(
             db = folder / "engine.db"
             opened: AbstractContextManager[Store] = fresh_store("sqlite", folder)
         else:
-            from pointbook.store.sqlite import SQLiteStore
-
             n, db = None, existing
-            opened = closing(SQLiteStore(existing))
+            # Writable: a subject still on the refresh work list is refreshed on its first
+            # read, as `pointbook serve` would refresh it.
+            opened = closing(open_existing(str(existing), read_only=False))
         with opened as store:
             report: IngestReport | None = None
             build_seconds: float | None = None
@@ -308,14 +324,13 @@ def run_query(
             checked = rng.sample(http_subjects, min(CHECKED, len(http_subjects)))
             expected = [ledger.view(HTTP_DOMAIN, s, at)["points"] for s in checked]
             body_size = len(json.dumps(ledger.view(HTTP_DOMAIN, checked[0])).encode())
-            token = new_token()
-            store.insert_token(hash_token(token), "reviewer", HTTP_DOMAIN, None, "bench query")
             if n is None:
                 n = int(conn.execute("SELECT COUNT(*) FROM pb_events").fetchone()[0])
         rss = peak_rss_mb()
         store_mb = sum(f.stat().st_size for f in db.parent.glob(f"{db.name}*")) / 2**20
 
         raw_ns = _raw_lookups(db, warm, picks)
+        token = new_token()
 
         def load(port: int, pid: int) -> LoadResult:
             return run_load(
@@ -333,7 +348,7 @@ def run_query(
 
         port = free_port()
         serve = ["-m", "pointbook", "serve", "--db", str(db), "--host", HOST, "--port", str(port)]
-        with _server(serve, port, folder) as pid:
+        with _reviewer_token(db, token), _server(serve, port, folder) as pid:
             served = load(port, pid)
             when = quote(at.isoformat())
             answers = []

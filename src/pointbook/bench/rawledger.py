@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pointbook.store.base import Store
-from pointbook.store.sqlite import BULK_CACHE_SIZE
+from pointbook.store.sqlite import BULK_CACHE_SIZE, SQLiteStore
 
 __all__ = ["LEDGER_TABLES", "time_raw_ledger"]
 
@@ -37,10 +37,17 @@ def _slices(found: list[Row], parts: int) -> list[list[Row]]:
 
 
 def time_raw_ledger(store: Store, backend: str, folder: Path, batches: int) -> tuple[int, float]:
-    """(rows, seconds): the ledger rows of ``store`` inserted into empty copies of its tables."""
+    """(rows, seconds): the ledger rows of ``store`` inserted into empty copies of its tables
+    (a ``backend`` store: a SQLite file, or a PostgreSQL store in a schema of its own)."""
     if backend == "sqlite":
-        return _sqlite(Path(store.path), folder / "raw-ledger.db", batches)  # type: ignore[attr-defined]
-    return _postgres(store.schema, batches)  # type: ignore[attr-defined]
+        if isinstance(store, SQLiteStore):
+            return _sqlite(Path(store.path), folder / "raw-ledger.db", batches)
+    else:
+        from pointbook.store.postgres import PostgresStore  # psycopg loads only for PostgreSQL
+
+        if isinstance(store, PostgresStore) and store.schema is not None:
+            return _postgres(store.schema, batches)
+    raise TypeError(f"{type(store).__name__} is not a {backend} store this baseline can copy")
 
 
 def _sqlite(source: Path, target: Path, batches: int) -> tuple[int, float]:

@@ -20,7 +20,6 @@ read-only transactions): what-if writes nothing, and a write would fail rather t
 
 from __future__ import annotations
 
-import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +33,8 @@ from pointbook.bench import (
     DOMAINS,
     fresh_store,
     generate_workload,
+    make_read_only,
+    open_existing,
     open_ledger,
     peak_rss_mb,
     write_workload,
@@ -43,9 +44,7 @@ from pointbook.demo import packs_dir
 from pointbook.errors import PointbookError
 from pointbook.ledger import Ledger
 from pointbook.rules.pack import PackVersion, load_pack_text
-from pointbook.store import SQLiteStore, open_store
-from pointbook.store.base import Store
-from pointbook.store.schema import MIGRATIONS
+from pointbook.store import SQLiteStore
 
 __all__ = [
     "CANDIDATES",
@@ -53,7 +52,6 @@ __all__ = [
     "BenchWhatIfError",
     "forum_candidate",
     "fr_driving_candidate",
-    "open_read_only",
     "run_bench_whatif",
     "time_whatif",
 ]
@@ -94,44 +92,6 @@ CANDIDATES: dict[str, tuple[str, Callable[[], list[PackVersion]]]] = {
     "forum": ("downvoted -2 -> -3 (rules only)", forum_candidate),
     "fr-driving": ("invalidation at 2, not 0 points", fr_driving_candidate),
 }
-
-
-def _read_only(store: Store) -> None:
-    """Make every later write on ``store``'s connection fail."""
-    conn: Any = getattr(store, "conn")  # noqa: B009 - both stores keep a DB-API connection
-    if isinstance(store, SQLiteStore):
-        conn.execute("PRAGMA query_only=ON")
-    else:
-        conn.execute("SET default_transaction_read_only = on")
-
-
-def _check_sqlite(path: Path) -> None:
-    """Opening a store may upgrade it (journal mode, migrations): refuse one that would need it,
-    checked on a read-only connection."""
-    if not path.is_file():
-        raise BenchWhatIfError(f"{path}: no such store")
-    conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
-    try:
-        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-        done = {r[0] for r in conn.execute("SELECT name FROM pb_migrations")}
-    except sqlite3.DatabaseError as exc:
-        raise BenchWhatIfError(f"{path}: not a pointbook store ({exc})") from exc
-    finally:
-        conn.close()
-    if mode != "wal" or any(name not in done for name, _ in MIGRATIONS):
-        raise BenchWhatIfError(
-            f"{path}: this store needs an upgrade first (open it once with `pointbook verify`): "
-            "bench whatif writes nothing"
-        )
-
-
-def open_read_only(db: str) -> Store:
-    """The existing store ``db`` (as `--db` names stores), opened read-only."""
-    if not db.startswith(("postgresql://", "postgres://")):
-        _check_sqlite(Path(db.removeprefix("sqlite:///")))
-    store = open_store(db)
-    _read_only(store)
-    return store
 
 
 def time_whatif(ledger: Ledger, domain: str, as_of: datetime) -> dict[str, Any]:
@@ -175,7 +135,7 @@ def _built(events: int, subjects: int, backend: str, seed: int) -> Iterator[Ledg
             ledger = open_ledger(store)
             try:
                 time_engine(ledger, path, 10_000)
-                _read_only(store)
+                make_read_only(store)
                 yield ledger
             finally:
                 ledger.close()  # its workers and the store (fresh_store's close is then a no-op)
@@ -218,7 +178,7 @@ def run_bench_whatif(
 
 @contextmanager
 def _existing(db: str) -> Iterator[Ledger]:
-    ledger = Ledger(open_read_only(db), jobs=1)
+    ledger = Ledger(open_existing(db), jobs=1)
     try:
         yield ledger
     finally:

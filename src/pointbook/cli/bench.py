@@ -90,9 +90,14 @@ def _check_backend(backend: str) -> None:
         raise typer.BadParameter("use sqlite or postgres", param_hint="--backend")
 
 
+def _print_json(result: dict[str, Any]) -> None:
+    """One result as one compact JSON line: how every workload's `--json` prints its results."""
+    sys.stdout.write(json.dumps(result, separators=(",", ":")) + "\n")
+
+
 def _show(result: dict[str, Any], json_out: bool, fields: list[tuple[str, str, str]]) -> None:
     if json_out:
-        sys.stdout.write(json.dumps(result, separators=(",", ":")) + "\n")
+        _print_json(result)
         return
     t = Table(title=f"bench {result['workload']}")
     t.add_column("measure")
@@ -244,7 +249,7 @@ def whatif(
     results = run_bench_whatif(events, subjects, backend, seed, when, db, domain)
     if json_out:
         for result in results:
-            sys.stdout.write(json.dumps(result, separators=(",", ":")) + "\n")
+            _print_json(result)
         return
     t = Table(title="bench whatif")
     t.add_column("measure")
@@ -323,7 +328,7 @@ def query(
             exists=True,
             dir_okay=False,
             help="Read this SQLite store (built before, e.g. by `bench memory`) instead of "
-            "building one; it gains one reviewer token labelled 'bench query'.",
+            "building one; the reviewer token the HTTP load uses is removed from it afterwards.",
         ),
     ] = None,
     json_out: JsonOption = False,
@@ -384,7 +389,7 @@ def scale(
         )
     result = run_scale(counts, subjects, backend, seed, batch_size, plot)
     if json_out:
-        sys.stdout.write(json.dumps(result, separators=(",", ":")) + "\n")
+        _print_json(result)
         return
     t = Table(title="bench scale")
     labels = ("events", "subjects", "entries", "seconds", "events/s", "µs/event", "CPU µs/event")

@@ -9,7 +9,8 @@ changed, removed or added behind pointbook's back as well as a changed or reorde
 The SQL here is written once, with `?` placeholders, against a small adapter (`Db`) that each
 backend provides: `SQLiteDb` below, `PgDb` in `store/postgres.py`. Because the backends store
 the same Python values (integer microseconds, JSON as text, 0/1), the same rows give the same
-commitments on either.
+commitments on either. A few store queries outside the chain (`has_events`, `remove_token`)
+are written here once for the same reason.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ __all__ = [
     "append",
     "commitment_of",
     "event_commitment",
+    "has_events",
     "records",
+    "remove_token",
     "root",
     "verify",
 ]
@@ -366,3 +369,27 @@ def outbox_out_of_order(db: Db) -> str | None:
 def root(db: Db) -> str:
     last = db.one("SELECT hash FROM pb_audit ORDER BY seq DESC LIMIT 1")
     return str(last[0]) if last else GENESIS
+
+
+# -- store queries written once for both backends ---------------------------------------------
+def has_events(db: Db, domain: str, since_us: int | None = None) -> bool:
+    """Whether ``domain`` has events (occurring at or after ``since_us``, when given)."""
+    if since_us is None:
+        return db.one("SELECT 1 FROM pb_events WHERE domain = ? LIMIT 1", (domain,)) is not None
+    found = db.one(
+        "SELECT 1 FROM pb_events WHERE domain = ? AND occurred_us >= ? LIMIT 1",
+        (domain, since_us),
+    )
+    return found is not None
+
+
+def remove_token(db: Db, domain: str, token_hash: str, at_us: int) -> bool:
+    """Delete ``domain``'s token with hash ``token_hash`` inside the caller's transaction (the
+    caller holds the write lock), with a "token-removal" record whose commitment is ERASED:
+    `verify` then expects the row gone. Whether there was such a token."""
+    gone = db.all(
+        "DELETE FROM pb_tokens WHERE domain = ? AND hash = ? RETURNING hash", (domain, token_hash)
+    )
+    if gone:
+        append(db, at_us, [("token-removal", domain, f"token:{token_hash}", ERASED)])
+    return bool(gone)

@@ -258,14 +258,12 @@ class PostgresStore(PostgresProcessTables):
     # -- events and entries -----------------------------------------------------------------
     def has_events(self, domain: str, since: datetime | None = None) -> bool:
         """Whether the domain has events (occurring at or after ``since``, when given)."""
-        if since is None:
-            return bool(self._query("SELECT 1 FROM pb_events WHERE domain = %s LIMIT 1", (domain,)))
-        return bool(
-            self._query(
-                "SELECT 1 FROM pb_events WHERE domain = %s AND occurred_us >= %s LIMIT 1",
-                (domain, to_micros(since)),
-            )
-        )
+        since_us = None if since is None else to_micros(since)
+        try:
+            with self.conn.cursor() as cur:
+                return audit_sql.has_events(PgDb(cur), domain, since_us)
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"{self.url}: {exc}") from exc
 
     def subjects(self, domain: str) -> list[str]:
         return [
@@ -417,3 +415,11 @@ class PostgresStore(PostgresProcessTables):
             )
 
         self.write(txn)
+
+    # -- tokens (inserted and found in postgres_process.py) ---------------------------------
+    def delete_token(self, domain: str, token_hash: str) -> bool:
+        """Remove a token of ``domain`` with an audit record of the removal (see
+        `audit_sql.remove_token`; `write` holds the write lock the record needs); whether there
+        was one to remove."""
+        at_us = int(time.time() * 1e6)
+        return self.write(lambda cur: audit_sql.remove_token(PgDb(cur), domain, token_hash, at_us))

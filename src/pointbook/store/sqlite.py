@@ -20,9 +20,10 @@ from typing import Any, TypeVar
 from pointbook.dates import from_micros, to_micros
 from pointbook.engine.model import Decision, Entry, Event
 from pointbook.errors import StorageFullError, StoreError
-from pointbook.store import rows
+from pointbook.store import audit_sql, rows
 from pointbook.store import sqlite_audit as audit
 from pointbook.store.audit import VerifyResult, commit
+from pointbook.store.audit_sql import SQLiteDb
 from pointbook.store.base import BatchRaceError, DecisionRow, PackRow
 from pointbook.store.schema import AUDIT_LOG_MIGRATION, MIGRATIONS
 from pointbook.store.sqlite_process import ProcessTables
@@ -230,14 +231,8 @@ class SQLiteStore(ProcessTables):
     # -- events and entries -----------------------------------------------------------------
     def has_events(self, domain: str, since: datetime | None = None) -> bool:
         """Whether the domain has events (occurring at or after ``since``, when given)."""
-        if since is None:
-            return bool(self._query("SELECT 1 FROM pb_events WHERE domain = ? LIMIT 1", (domain,)))
-        return bool(
-            self._query(
-                "SELECT 1 FROM pb_events WHERE domain = ? AND occurred_us >= ? LIMIT 1",
-                (domain, to_micros(since)),
-            )
-        )
+        since_us = None if since is None else to_micros(since)
+        return audit_sql.has_events(SQLiteDb(self.conn), domain, since_us)
 
     def subjects(self, domain: str) -> list[str]:
         return [
@@ -380,3 +375,10 @@ class SQLiteStore(ProcessTables):
                 rec,
                 [*rows.decision_records(domain, decision_rows), *rows.outbox_records(outbox)],
             )
+
+    # -- tokens (inserted and found in sqlite_process.py) -----------------------------------
+    def delete_token(self, domain: str, token_hash: str) -> bool:
+        """Remove a token of ``domain`` with an audit record of the removal (see
+        `audit_sql.remove_token`); whether there was one to remove."""
+        with self.transaction() as c:
+            return audit_sql.remove_token(SQLiteDb(c), domain, token_hash, int(time.time() * 1e6))
