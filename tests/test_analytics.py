@@ -389,3 +389,167 @@ def test_whatif_of_the_published_rules_reuses_every_fold_without_judging(
     assert w.subjects > 0 and w.reused == w.subjects
     assert not (w.changes or w.affected or w.appeared_kind or w.disappeared_kind)
     assert w.rules_before == w.rules_after and not w.rule_subjects_changed
+
+
+# --------------------------------------------------------------------------------------------
+# The compiled fold's what-if (analytics/whatif_kernel.py) against the reference fold's
+# --------------------------------------------------------------------------------------------
+
+
+def _fields(w: Any) -> dict[str, Any]:
+    """Every figure of a what-if but its timing, the path it took and its reuse count."""
+    return {
+        k: v
+        for k, v in vars(w).items()
+        if k not in ("seconds", "path", "reused") and not k.startswith("_")
+    }
+
+
+def _harsher_graffiti_and_stricter_hearing(tmp: Path) -> list[Path]:
+    text = PACK.read_text(encoding="utf-8")
+    head, tail = text.split("  - id: graffiti\n", 1)
+    harsher = tmp / "harsher.yaml"
+    harsher.write_text(
+        head + "  - id: graffiti\n" + tail.replace("    points: -50\n", "    points: -80\n", 1),
+        encoding="utf-8",
+    )
+    stricter = tmp / "stricter.yaml"
+    stricter.write_text(text.replace("    value: 900\n", "    value: 950\n"), encoding="utf-8")
+    return [harsher, stricter]
+
+
+def test_whatif_by_the_kernel_equals_the_reference_fold(ledger: Ledger, tmp_path: Path) -> None:
+    """civic-code is a pack the kernel folds: subjects without appeals go through it, those
+    with appeals through the reference fold; every figure equals replaying all by the fold,
+    for a rules-only change and a moved threshold, over all events and over a window."""
+    tz = ledger.versions(DOMAIN)[0].tz
+    windows = [
+        (None, None, NOW),
+        (datetime(2021, 1, 1, tzinfo=tz), datetime(2021, 6, 30, 23, 59, tzinfo=tz), None),
+    ]
+    for path in _harsher_graffiti_and_stricter_hearing(tmp_path):
+        cand = load_pack_file(path)
+        for start, end, as_of in windows:
+            fast = run_whatif(ledger, DOMAIN, cand, as_of=as_of, start=start, end=end, chunk=37)
+            slow = run_whatif(
+                ledger, DOMAIN, cand, as_of=as_of, start=start, end=end, use_kernel=False
+            )
+            assert (fast.path, slow.path) == ("kernel", "fold")
+            assert _fields(fast) == _fields(slow)
+            assert fast.affected and fast.appeared_kind
+
+
+def test_whatif_falls_back_to_the_fold_for_a_pack_the_kernel_does_not_model(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    text = PACK.read_text(encoding="utf-8")
+    assert "\nthresholds:\n" in text
+    extra = (
+        "restorations:\n"
+        "  - id: amnesty\n"
+        "    kind: clean-period\n"
+        "    title: Amnesty\n"
+        "    basis: Test fixture\n"
+        "    after: 6 months\n"
+        "thresholds:\n"
+    )
+    path = tmp_path / "with-amnesty.yaml"
+    path.write_text(text.replace("\nthresholds:\n", "\n" + extra, 1), encoding="utf-8")
+    cand = load_pack_file(path)
+    w = run_whatif(ledger, DOMAIN, cand, as_of=NOW)
+    assert w.path == "fold"
+    assert w.changes and all(v > 0 for v in w.changes.values())
+
+
+def test_whatif_by_the_kernel_on_both_backends(store_factory: Any, tmp_path: Path) -> None:
+    """The kernel path reads its columns through the store (`population_rows`): the same
+    figures as the reference fold on SQLite and PostgreSQL, appeals and erasure included."""
+    clock = {"now": datetime(2020, 9, 1, tzinfo=UTC)}
+    led = Ledger(store_factory(), now=lambda: clock["now"])
+    led.publish_file(PACK)
+    clock["now"] = NOW
+    rng = random.Random(7)
+    bodies = [b for _, b in zip(range(500), _events(rng), strict=False)]
+    report = led.ingest(_record(n, b) for n, b in enumerate(bodies, 1))
+    assert not report.rejected
+    first = bodies[0]
+    appeal = led.file_appeal(DOMAIN, first["subject"], "not me", event_id=first["id"])
+    led.decide_appeal(appeal.id, "upheld", "rev", "checked")
+    # Details erased after retention: those events count by their stored entries.
+    assert led.store.erase_details(DOMAIN, datetime(2021, 1, 1, tzinfo=UTC), NOW) > 0
+    for path in _harsher_graffiti_and_stricter_hearing(tmp_path):
+        cand = load_pack_file(path)
+        fast = run_whatif(led, DOMAIN, cand, as_of=NOW, chunk=50)
+        slow = run_whatif(led, DOMAIN, cand, as_of=NOW, use_kernel=False)
+        assert fast.path == "kernel"
+        assert _fields(fast) == _fields(slow)
+        assert fast.affected
+
+
+CAPPED_PACK = """\
+domain: club
+version: "1"
+effective_from: 2024-01-01
+timezone: Europe/Paris
+title: Club points
+purpose: Testing the kernel's what-if.
+retention: 5 years
+scheme: {kind: balance, start: 10, floor: 0, ceiling: 60, daily_cap: 7}
+event_types:
+  help: {description: Helped}
+  foul: {description: Fouled}
+rules:
+  - {id: help-points, title: Help, category: community-contribution, basis: test,
+     event: help, points: 3, daily_cap: true}
+  - {id: help-bonus, title: Help bonus, category: community-contribution, basis: test,
+     event: help, points: 2, daily_cap: true}
+  - {id: foul, title: Foul, category: public-order, basis: test, event: foul, points: -6,
+     counts_for: 1 week, daily_cap: true}
+thresholds:
+  - {id: warn, kind: warning, title: Warning, basis: test, direction: at_or_below,
+     levels: [{value: 6}, {value: 3}], mode: crossing, margin: 1}
+  - {id: star, kind: star, title: Star, basis: test, direction: at_or_above, value: 20,
+     mode: while}
+"""
+
+
+def test_whatif_by_the_kernel_keeps_the_folds_order_of_steps(
+    store_factory: Any, tmp_path: Path
+) -> None:
+    """Several events of one instant, two entries per event, a daily cap counted on local
+    (Paris) days and expiries meeting events: the kernel's columns must be in the fold's
+    order for its figures to be the fold's."""
+    pack_path = tmp_path / "club.yaml"
+    pack_path.write_text(CAPPED_PACK, encoding="utf-8")
+    cand_path = tmp_path / "club-harsher.yaml"
+    cand_path.write_text(CAPPED_PACK.replace("points: -6", "points: -9"), encoding="utf-8")
+    clock = {"now": datetime(2023, 12, 1, tzinfo=UTC)}
+    led = Ledger(store_factory(), now=lambda: clock["now"])
+    led.publish_file(pack_path)
+    clock["now"] = datetime(2024, 6, 1, tzinfo=UTC)
+    rng = random.Random(11)
+    bodies = []
+    for i in range(900):
+        # 22:30 and 23:30 UTC fall on the next Paris day in winter: the cap's day is local.
+        hour = rng.choice(["T08:00:00Z", "T22:30:00Z", "T23:30:00Z"])
+        day = 1 + rng.randrange(60)
+        month, dom = (1, day) if day <= 31 else (2, day - 31)
+        bodies.append(
+            {
+                "id": f"c-{rng.randrange(10**6):06d}-{i}",
+                "domain": "club",
+                "subject": f"m-{rng.randrange(25):02d}",
+                "type": rng.choice(["help", "help", "foul"]),
+                "occurred_at": f"2024-{month:02d}-{dom:02d}{hour}",
+                "attributes": {},
+                "evidence": f"ref-{i}",
+            }
+        )
+    report = led.ingest(_record(n, b) for n, b in enumerate(bodies, 1))
+    assert not report.rejected
+    cand = load_pack_file(cand_path)
+    fast = run_whatif(led, "club", cand, as_of=datetime(2024, 3, 5, tzinfo=UTC), chunk=4)
+    slow = run_whatif(led, "club", cand, as_of=datetime(2024, 3, 5, tzinfo=UTC), use_kernel=False)
+    assert fast.path == "kernel"
+    assert _fields(fast) == _fields(slow)
+    assert fast.changes and fast.appeared_kind

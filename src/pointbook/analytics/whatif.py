@@ -27,7 +27,10 @@ from datetime import datetime
 from itertools import islice
 from typing import Any
 
+import polars as pl
+
 from pointbook.analytics.privacy import DEFAULT_K, Cell, Shown, protect, protect_one
+from pointbook.analytics.whatif_kernel import Slice, decision_id, kernel_eligible, kernel_sides
 from pointbook.engine import Appeal, Entry, Event, SubjectState, evaluate_subject
 from pointbook.engine.batch import judge_batch
 from pointbook.errors import PointbookError
@@ -72,7 +75,10 @@ class WhatIf:
     rule_subjects_changed: dict[str, set[str]] = field(default_factory=dict)
     rule_changes: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
-    reused: int = 0  # subjects whose candidate fold was the baseline's (rules-only change)
+    # Subjects whose candidate fold was the baseline's (rules-only change): on the kernel
+    # path, those whose entries (rule, points, end, cap) are the same on both sides.
+    reused: int = 0
+    path: str = "fold"  # "kernel": subjects without appeals folded by engine/kernel.py
 
     def appeared_by_kind(self) -> dict[str, int]:
         return dict(Counter(self.appeared_kind.values()))
@@ -238,8 +244,10 @@ def run_whatif(
     start: datetime | None = None,
     end: datetime | None = None,
     chunk: int = 500,
+    use_kernel: bool = True,
 ) -> WhatIf:
-    """Replay every subject of ``domain`` under its versions and under ``candidate``."""
+    """Replay every subject of ``domain`` under its versions and under ``candidate`` (with
+    ``use_kernel``, by the compiled fold where both sides allow it; the same result)."""
     t0 = time.perf_counter()
     published = ledger.require_domain(domain)
     versions = prepare_candidate(published, candidate)
@@ -260,7 +268,23 @@ def run_whatif(
     before_rules: dict[str, list[Any]] = defaultdict(lambda: [0, set()])
     after_rules: dict[str, list[Any]] = defaultdict(lambda: [0, set()])
     windowed = start is not None or end is not None
-    histories = ledger.histories(domain, chunk)
+    if use_kernel and kernel_eligible(published, versions):
+        # Subjects without appeals: both sides over columns by the compiled fold; the others
+        # (the kernel does not model appeals) by the reference fold below.
+        out.path = "kernel"
+        contested = ledger.store.appeals(domain)
+        everyone = ledger.store.subjects(domain)
+        plain = [s for s in everyone if s not in contested]
+        changed = _touched_types(published[0], versions[0])
+        for piece in kernel_sides(
+            ledger.store, domain, published[0], versions[0], changed, plain, when, start, end
+        ):
+            _merge_slice(out, piece, before_rules, after_rules, touched is not None)
+        histories = ledger.histories(
+            domain, chunk, subjects=[s for s in everyone if s in contested]
+        )
+    else:
+        histories = ledger.histories(domain, chunk)
     while part := list(islice(histories, chunk)):
         found: list[History] = []
         for subject, subject_events, aps in part:
@@ -315,6 +339,72 @@ def run_whatif(
     out.rule_changes = _rule_changes(version_at(published, when), version_at(versions, when))
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _merge_slice(
+    out: WhatIf,
+    part: Slice,
+    before_rules: dict[str, list[Any]],
+    after_rules: dict[str, list[Any]],
+    rules_only: bool,
+) -> None:
+    """Add a kernel slice's comparison to ``out``: what the per-subject loop of `run_whatif`
+    adds for each of its subjects, column by column."""
+    names = part.subjects
+    b, a = part.before, part.after
+    out.subjects += len(names)
+    out.events += part.events
+    affected: set[int] = set()
+    for s in (a.points != b.points).nonzero()[0].tolist():
+        out.changes[names[s]] = int(a.points[s] - b.points[s])
+        affected.add(s)
+    keys = ["s", "threshold", "level", "at", "ordinal"]
+    for side, other, kinds, subjects in (
+        (a, b, out.appeared_kind, out.appeared_subject),
+        (b, a, out.disappeared_kind, out.disappeared_subject),
+    ):
+        only = side.decisions.join(other.decisions.select(keys), on=keys, how="anti")
+        for row in only.iter_rows(named=True):
+            subject = names[row["s"]]
+            did = decision_id(out.domain, subject, row)
+            kinds[did] = row["kind"]
+            subjects[did] = subject
+            affected.add(row["s"])
+    pair = b.entries.join(a.entries, on=["s", "pos"], how="full", coalesce=True, suffix="_a")
+    differs = (
+        pl.col("applied").is_null()
+        | pl.col("applied_a").is_null()
+        | (pl.col("applied") != pl.col("applied_a"))
+    )
+    affected.update(pair.filter(differs)["s"].unique().to_list())
+    out.affected.update(names[s] for s in affected)
+    sums = []
+    for side, rules in ((b, before_rules), (a, after_rules)):
+        counting = side.entries.filter(pl.col("counts"))
+        per = counting.group_by("s", "rule_id").agg(pl.col("applied").sum())
+        sums.append(per)
+        totals = per.group_by("rule_id").agg(pl.col("applied").sum(), pl.col("s"))
+        for rid, total, members in totals.iter_rows():
+            found = rules[rid]
+            found[0] += total
+            found[1].update(names[s] for s in members)
+    moved = (
+        sums[0]
+        .join(sums[1], on=["s", "rule_id"], how="full", coalesce=True, suffix="_a")
+        .fill_null(0)
+        .filter(pl.col("applied") != pl.col("applied_a"))
+    )
+    for s, rid in moved.select("s", "rule_id").iter_rows():
+        out.rule_subjects_changed.setdefault(rid, set()).add(names[s])
+    if rules_only:
+        cols = ["rule_id", "delta", "until", "capped"]
+        left = b.entries.select("s", "pos", *cols).fill_null(-1)
+        right = a.entries.select("s", "pos", *cols).fill_null(-1)
+        unlike = left.join(right, on=["s", "pos", *cols], how="anti").select("s")
+        unlike = pl.concat(
+            [unlike, right.join(left, on=["s", "pos", *cols], how="anti").select("s")]
+        )
+        out.reused += len(names) - unlike["s"].n_unique()
 
 
 def _bins(values: Sequence[int], max_bins: int = 10) -> list[tuple[str, int, int]]:

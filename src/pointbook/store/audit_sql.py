@@ -9,7 +9,8 @@ changed, removed or added behind pointbook's back as well as a changed or reorde
 The SQL here is written once, with `?` placeholders, against a small adapter (`Db`) that each
 backend provides: `SQLiteDb` below, `PgDb` in `store/postgres.py`. Because the backends store
 the same Python values (integer microseconds, JSON as text, 0/1), the same rows give the same
-commitments on either. A few store queries outside the chain (`has_events`, `remove_token`)
+commitments on either. A few store queries outside the chain (`has_events`, `remove_token`,
+`population_rows`)
 are written here once for the same reason.
 """
 
@@ -38,6 +39,7 @@ __all__ = [
     "commitment_of",
     "event_commitment",
     "has_events",
+    "population_rows",
     "records",
     "remove_token",
     "root",
@@ -381,6 +383,44 @@ def has_events(db: Db, domain: str, since_us: int | None = None) -> bool:
         (domain, since_us),
     )
     return found is not None
+
+
+def population_rows(
+    db: Db,
+    domain: str,
+    subjects: Sequence[str],
+    since_us: int | None,
+    until_us: int | None,
+    attribute_types: Sequence[str],
+) -> list[Row]:
+    """Every event of ``subjects`` (occurring in [since_us, until_us] where given) with each
+    of its stored entries, by subject: (subject, event id, type, occurred_us, erased 0/1,
+    attributes or None, rule_id, delta, counts_until_us, daily_cap), the last four None for
+    an event with no entry. Attributes are read only for live events of ``attribute_types``
+    (the rows what-if judges again)."""
+    if not subjects:
+        return []
+    marks = ", ".join("?" * len(subjects))
+    if attribute_types:
+        types = ", ".join("?" * len(attribute_types))
+        attrs = f"CASE WHEN e.erased_us IS NULL AND e.type IN ({types}) THEN e.attributes END"
+    else:
+        attrs = "NULL"
+    sql = (
+        "SELECT e.subject, e.id, e.type, e.occurred_us,"
+        " CASE WHEN e.erased_us IS NULL THEN 0 ELSE 1 END,"
+        f" {attrs}, n.rule_id, n.delta, n.counts_until_us, n.daily_cap"
+        " FROM pb_events e LEFT JOIN pb_entries n ON n.domain = e.domain AND n.event_id = e.id"
+        f" WHERE e.domain = ? AND e.subject IN ({marks})"
+    )
+    params: list[Any] = [*attribute_types, domain, *subjects]
+    if since_us is not None:
+        sql += " AND e.occurred_us >= ?"
+        params.append(since_us)
+    if until_us is not None:
+        sql += " AND e.occurred_us <= ?"
+        params.append(until_us)
+    return db.all(sql, params)
 
 
 def remove_token(db: Db, domain: str, token_hash: str, at_us: int) -> bool:

@@ -347,6 +347,22 @@ class PostgresStore(PostgresProcessTables):
             judged[n.event_id] = (*judged.get(n.event_id, ()), n)
         return judged
 
+    def population_rows(
+        self,
+        domain: str,
+        subjects: Sequence[str],
+        since_us: int | None,
+        until_us: int | None,
+        attribute_types: Sequence[str],
+    ) -> list[tuple[Any, ...]]:
+        try:
+            with self.conn.cursor() as cur:
+                return audit_sql.population_rows(
+                    PgDb(cur), domain, subjects, since_us, until_us, attribute_types
+                )
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"{self.url}: {exc}") from exc
+
     def subject_entries(self, domain: str, subject: str) -> list[Entry]:
         found = self._query(
             rows.ENTRY_SELECT + "WHERE domain = %s AND subject = %s"

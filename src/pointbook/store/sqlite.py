@@ -310,6 +310,17 @@ class SQLiteStore(ProcessTables):
             judged[n.event_id] = (*judged.get(n.event_id, ()), n)
         return judged
 
+    def population_rows(
+        self,
+        domain: str,
+        subjects: Sequence[str],
+        since_us: int | None,
+        until_us: int | None,
+        attribute_types: Sequence[str],
+    ) -> list[tuple[Any, ...]]:
+        db = SQLiteDb(self.conn)
+        return audit_sql.population_rows(db, domain, subjects, since_us, until_us, attribute_types)
+
     def subject_entries(self, domain: str, subject: str) -> list[Entry]:
         found = self._query(
             rows.ENTRY_SELECT + "WHERE domain = ? AND subject = ?"
