@@ -13,6 +13,12 @@ every subject of the domain (one fold each, the store's reads included as they a
 what-if), on one process as what-if is (``jobs`` 1). `ratio_to_one_fold` is what-if's seconds
 over the baseline's: about 2 means what-if costs two folds per subject.
 
+What-if takes the compiled fold (`path` "kernel", analytics/whatif_kernel.py) where both packs
+allow it (forum does; fr-driving, with restorations, does not). A second baseline, the same
+what-if by the reference fold (``fold_baseline``, on by default), is then timed in the same run:
+`speedup_vs_fold_path` is its seconds over the kernel's, and `same_as_fold_path` says whether
+the two gave the same figures.
+
 The store is built from the seeded workload (not timed), or is an existing one (``db``). Either
 way it is made read-only before anything is timed (SQLite `PRAGMA query_only`, PostgreSQL
 read-only transactions): what-if writes nothing, and a write would fail rather than happen.
@@ -28,7 +34,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from pointbook.analytics.whatif import run_whatif
+from pointbook.analytics.whatif import WhatIf, run_whatif
 from pointbook.bench import (
     DOMAINS,
     fresh_store,
@@ -94,13 +100,32 @@ CANDIDATES: dict[str, tuple[str, Callable[[], list[PackVersion]]]] = {
 }
 
 
-def time_whatif(ledger: Ledger, domain: str, as_of: datetime) -> dict[str, Any]:
-    """What-if of ``domain``'s candidate, then the one-fold baseline, both as of ``as_of``."""
+def _figures(w: WhatIf) -> dict[str, Any]:
+    skip = ("seconds", "path", "reused")
+    return {k: v for k, v in vars(w).items() if k not in skip}
+
+
+def time_whatif(
+    ledger: Ledger, domain: str, as_of: datetime, fold_baseline: bool = True
+) -> dict[str, Any]:
+    """What-if of ``domain``'s candidate, then the one-fold baseline, both as of ``as_of``
+    (and, when what-if took the kernel and ``fold_baseline``, what-if by the reference fold)."""
     change, make = CANDIDATES[domain]
     candidate = make()
     c0, t0 = time.process_time(), time.perf_counter()
     w = run_whatif(ledger, domain, candidate, as_of=as_of)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    extra: dict[str, Any] = {}
+    if w.path == "kernel" and fold_baseline:
+        c0, t0 = time.process_time(), time.perf_counter()
+        slow = run_whatif(ledger, domain, candidate, as_of=as_of, use_kernel=False)
+        fold_path_seconds = time.perf_counter() - t0
+        extra = {
+            "fold_path_seconds": fold_path_seconds,
+            "fold_path_cpu_seconds": time.process_time() - c0,
+            "speedup_vs_fold_path": fold_path_seconds / seconds,
+            "same_as_fold_path": _figures(slow) == _figures(w),
+        }
     c0, t0 = time.process_time(), time.perf_counter()
     folded = sum(1 for _ in ledger.states(domain, as_of))
     fold_seconds, fold_cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -108,6 +133,7 @@ def time_whatif(ledger: Ledger, domain: str, as_of: datetime) -> dict[str, Any]:
         "workload": "whatif",
         "domain": domain,
         "candidate": change,
+        "path": w.path,
         "as_of": as_of.isoformat(),
         "events": w.events,
         "subjects": w.subjects,
@@ -121,6 +147,7 @@ def time_whatif(ledger: Ledger, domain: str, as_of: datetime) -> dict[str, Any]:
         "one_fold_cpu_seconds": fold_cpu,
         "ratio_to_one_fold": seconds / fold_seconds,
         "cpu_ratio_to_one_fold": cpu / fold_cpu,
+        **extra,
     }
 
 
@@ -149,6 +176,7 @@ def run_bench_whatif(
     as_of: datetime = DEFAULT_AS_OF,
     db: str | None = None,
     domains: Sequence[str] | None = None,
+    fold_baseline: bool = True,
 ) -> list[dict[str, Any]]:
     """One `bench whatif` run: one JSON-ready result per domain of the workload the store
     holds (a ``db`` lacking one of them is timed on the others), or of ``domains`` only."""
@@ -164,7 +192,7 @@ def run_bench_whatif(
         published = set(ledger.store.domains())
         for domain in CANDIDATES:
             if domain in published and (not domains or domain in domains):
-                result = time_whatif(ledger, domain, as_of)
+                result = time_whatif(ledger, domain, as_of, fold_baseline)
                 result["backend"] = (
                     "sqlite" if isinstance(ledger.store, SQLiteStore) else "postgres"
                 )

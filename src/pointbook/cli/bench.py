@@ -192,6 +192,7 @@ def recompute(
 
 _WHATIF = [
     ("candidate", "candidate", "{}"),
+    ("path", "path (kernel: compiled fold)", "{}"),
     ("backend", "backend", "{}"),
     ("store", "store", "{}"),
     ("as_of", "as of", "{:.10}"),
@@ -206,6 +207,9 @@ _WHATIF = [
     ("one_fold_cpu_seconds", "one fold CPU seconds", "{:.2f}"),
     ("ratio_to_one_fold", "what-if / one fold", "{:.2f}"),
     ("cpu_ratio_to_one_fold", "what-if / one fold, CPU", "{:.2f}"),
+    ("fold_path_seconds", "what-if by the reference fold, seconds", "{:.2f}"),
+    ("speedup_vs_fold_path", "speedup vs the reference fold", "{:.1f}"),
+    ("same_as_fold_path", "same figures as the reference fold", "{}"),
     ("peak_rss_mb", "peak RSS MiB", "{:,.0f}"),
 ]
 
@@ -231,6 +235,14 @@ def whatif(
         list[str] | None,
         typer.Option("--domain", help="Time only this domain (forum, fr-driving); repeatable."),
     ] = None,
+    fold_baseline: Annotated[
+        bool,
+        typer.Option(
+            "--fold-baseline/--no-fold-baseline",
+            help="Where what-if takes the compiled fold, also time it by the reference fold "
+            "(minutes on a large store).",
+        ),
+    ] = True,
     json_out: JsonOption = False,
 ) -> None:
     """Time `whatif` for forum (a rules-only candidate) and fr-driving (a moved threshold)
@@ -246,7 +258,7 @@ def whatif(
     if not json_out:
         where = db if db is not None else f"{events:,} events, {subjects:,} subjects on {backend}"
         err_console.print(f"bench whatif: {e(where)}…")
-    results = run_bench_whatif(events, subjects, backend, seed, when, db, domain)
+    results = run_bench_whatif(events, subjects, backend, seed, when, db, domain, fold_baseline)
     if json_out:
         for result in results:
             _print_json(result)
@@ -256,7 +268,7 @@ def whatif(
     for result in results:
         t.add_column(e(result["domain"]), justify="right")
     for key, label, fmt in _WHATIF:
-        t.add_row(label, *(e(fmt.format(r[key])) for r in results))
+        t.add_row(label, *(e(fmt.format(r[key])) if key in r else "-" for r in results))
     console.print(t)
 
 
