@@ -430,7 +430,9 @@ def test_whatif_by_the_kernel_equals_the_reference_fold(ledger: Ledger, tmp_path
     for path in _harsher_graffiti_and_stricter_hearing(tmp_path):
         cand = load_pack_file(path)
         for start, end, as_of in windows:
-            fast = run_whatif(ledger, DOMAIN, cand, as_of=as_of, start=start, end=end, chunk=37)
+            fast = run_whatif(
+                ledger, DOMAIN, cand, as_of=as_of, start=start, end=end, chunk=37, kernel_chunk=23
+            )
             slow = run_whatif(
                 ledger, DOMAIN, cand, as_of=as_of, start=start, end=end, use_kernel=False
             )
@@ -479,7 +481,7 @@ def test_whatif_by_the_kernel_on_both_backends(store_factory: Any, tmp_path: Pat
     assert led.store.erase_details(DOMAIN, datetime(2021, 1, 1, tzinfo=UTC), NOW) > 0
     for path in _harsher_graffiti_and_stricter_hearing(tmp_path):
         cand = load_pack_file(path)
-        fast = run_whatif(led, DOMAIN, cand, as_of=NOW, chunk=50)
+        fast = run_whatif(led, DOMAIN, cand, as_of=NOW, chunk=50, kernel_chunk=9)
         slow = run_whatif(led, DOMAIN, cand, as_of=NOW, use_kernel=False)
         assert fast.path == "kernel"
         assert _fields(fast) == _fields(slow)
@@ -548,7 +550,9 @@ def test_whatif_by_the_kernel_keeps_the_folds_order_of_steps(
     report = led.ingest(_record(n, b) for n, b in enumerate(bodies, 1))
     assert not report.rejected
     cand = load_pack_file(cand_path)
-    fast = run_whatif(led, "club", cand, as_of=datetime(2024, 3, 5, tzinfo=UTC), chunk=4)
+    fast = run_whatif(
+        led, "club", cand, as_of=datetime(2024, 3, 5, tzinfo=UTC), chunk=4, kernel_chunk=3
+    )
     slow = run_whatif(led, "club", cand, as_of=datetime(2024, 3, 5, tzinfo=UTC), use_kernel=False)
     assert fast.path == "kernel"
     assert _fields(fast) == _fields(slow)

@@ -245,6 +245,7 @@ def run_whatif(
     end: datetime | None = None,
     chunk: int = 500,
     use_kernel: bool = True,
+    kernel_chunk: int = 10_000,
 ) -> WhatIf:
     """Replay every subject of ``domain`` under its versions and under ``candidate`` (with
     ``use_kernel``, by the compiled fold where both sides allow it; the same result)."""
@@ -277,7 +278,16 @@ def run_whatif(
         plain = [s for s in everyone if s not in contested]
         changed = _touched_types(published[0], versions[0])
         for piece in kernel_sides(
-            ledger.store, domain, published[0], versions[0], changed, plain, when, start, end
+            ledger.store,
+            domain,
+            published[0],
+            versions[0],
+            changed,
+            plain,
+            when,
+            start,
+            end,
+            kernel_chunk,
         ):
             _merge_slice(out, piece, before_rules, after_rules, touched is not None)
         histories = ledger.histories(

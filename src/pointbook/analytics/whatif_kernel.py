@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,11 +29,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pointbook.dates import local_date, to_micros
-from pointbook.engine.batch import judge_batch
+from pointbook.dates import Duration, add_duration, local_date, to_micros
+from pointbook.engine.batch import rule_frame
 from pointbook.engine.fold import _decision_id
 from pointbook.engine.kernel import NEVER, KernelPack, fold_population, unsupported
-from pointbook.engine.model import Event
 from pointbook.rules.pack import PackVersion
 from pointbook.store.base import Store
 
@@ -95,7 +95,7 @@ def kernel_sides(
     when: datetime,
     start: datetime | None,
     end: datetime | None,
-    chunk: int = 5000,
+    chunk: int = 10_000,
 ) -> Iterator[Slice]:
     """Each slice of ``subjects`` (``chunk`` at a time) folded under both versions."""
     kb, ka = KernelPack.of(published), KernelPack.of(candidate)
@@ -104,42 +104,70 @@ def kernel_sides(
     until = None if end is None else to_micros(end)
     pos_b = _positions(published)
     pos_a = _positions(candidate)
-    for i in range(0, len(subjects), chunk):
-        part = subjects[i : i + chunk]
-        found = store.population_rows(domain, part, since, until, sorted(touched))
-        if not found:
-            continue
-        rows = pl.DataFrame(found, schema=_ROW_SCHEMA, orient="row").with_columns(
+    types = sorted(touched)
+
+    def read(part: Sequence[str]) -> pl.DataFrame:
+        found = store.population_rows(domain, part, since, until, types)
+        return pl.DataFrame(found, schema=_ROW_SCHEMA, orient="row").with_columns(
             pl.col("erased").cast(pl.Boolean), pl.col("capped").cast(pl.Boolean)
         )
-        names = rows["subject"].unique(maintain_order=True).to_list()
-        index = pl.DataFrame({"subject": names, "s": np.arange(len(names), dtype=np.int64)})
-        rows = rows.join(index, on="subject", how="left").filter(pl.col("occurred_us") <= when_us)
-        events = rows.unique("event_id")
-        first = (
-            index.join(
-                events.group_by("s").agg(pl.col("occurred_us").min().alias("first")),
-                on="s",
-                how="left",
-            )
-            .sort("s")["first"]
-            .fill_null(NEVER)
-            .to_numpy()
+
+    parts = [subjects[i : i + chunk] for i in range(0, len(subjects), chunk)]
+    # The next slice is read while this one is folded: the store's connection is used by the
+    # reading thread only, one read at a time; the fold releases the GIL (numba nogil), so
+    # reading and folding share the two cores.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="whatif-read") as pool:
+        ahead = pool.submit(read, parts[0]) if parts else None
+        for k in range(len(parts)):
+            assert ahead is not None
+            rows = ahead.result()
+            ahead = pool.submit(read, parts[k + 1]) if k + 1 < len(parts) else None
+            if rows.is_empty():
+                continue
+            yield _slice(rows, touched, published, candidate, kb, ka, pos_b, pos_a, when_us)
+
+
+def _slice(
+    rows: pl.DataFrame,
+    touched: frozenset[str],
+    published: PackVersion,
+    candidate: PackVersion,
+    kb: KernelPack,
+    ka: KernelPack,
+    pos_b: dict[str, int],
+    pos_a: dict[str, int],
+    when_us: int,
+) -> Slice:
+    names = rows["subject"].unique(maintain_order=True).to_list()
+    index = pl.DataFrame({"subject": names, "s": np.arange(len(names), dtype=np.int64)})
+    rows = rows.join(index, on="subject", how="left").filter(pl.col("occurred_us") <= when_us)
+    events = rows.unique("event_id")
+    first = (
+        index.join(
+            events.group_by("s").agg(pl.col("occurred_us").min().alias("first")),
+            on="s",
+            how="left",
         )
-        # Expiries of one instant run in event id order: each event's rank stands for its id.
-        rows = rows.with_columns(pl.col("event_id").rank("dense").cast(pl.Int64).alias("key"))
-        stored = rows.filter(pl.col("rule_id").is_not_null())
-        base = _order(stored, pos_b)
-        redo = pl.col("type").is_in(list(touched)) & ~pl.col("erased")
-        kept = stored.filter(~redo)
-        judged = _judge(rows.filter(redo).unique("event_id"), domain, candidate)
-        cand = _order(pl.concat([kept, judged], how="diagonal_relaxed"), pos_a)
-        yield Slice(
-            names,
-            events.height,
-            _fold(kb, published, base, first, len(names), when_us),
-            _fold(ka, candidate, cand, first, len(names), when_us),
-        )
+        .sort("s")["first"]
+        .fill_null(NEVER)
+        .to_numpy()
+    )
+    # Expiries of one instant run in event id order: each event's rank stands for its id.
+    rows = rows.with_columns(pl.col("event_id").rank("dense").cast(pl.Int64).alias("key"))
+    stored = rows.filter(pl.col("rule_id").is_not_null())
+    base = _order(stored, pos_b)
+    redo = pl.col("type").is_in(list(touched)) & ~pl.col("erased")
+    kept = stored.filter(~redo)
+    judged = _judge(
+        rows.filter(redo).unique("event_id", maintain_order=True), stored, published, candidate
+    )
+    cand = _order(pl.concat([kept, judged], how="diagonal_relaxed"), pos_a)
+    return Slice(
+        names,
+        events.height,
+        _fold(kb, published, base, first, len(names), when_us),
+        _fold(ka, candidate, cand, first, len(names), when_us),
+    )
 
 
 def _positions(version: PackVersion) -> dict[str, int]:
@@ -154,11 +182,16 @@ def _order(entries: pl.DataFrame, positions: dict[str, int]) -> pl.DataFrame:
     erased = pl.col("rule_id").replace_strict(by_id, default=-1, return_dtype=pl.Int64)
     return entries.with_columns(
         pl.when(pl.col("erased")).then(erased).otherwise(live).alias("pos")
-    ).sort("s", "occurred_us", "event_id", "pos")
+    ).sort("s", "occurred_us", "key", "pos")  # key: the event id's rank
 
 
-def _judge(events: pl.DataFrame, domain: str, version: PackVersion) -> pl.DataFrame:
-    """The candidate's entries for live events of the changed types, one row each."""
+def _judge(
+    events: pl.DataFrame, stored: pl.DataFrame, published: PackVersion, version: PackVersion
+) -> pl.DataFrame:
+    """The candidate's entries for live events of the changed types, one row each: the rules
+    matched column by column (`engine.batch.rule_frame`, as ingest judges), an entry's end
+    taken from the stored entry of the same event and rule where the rule's `counts_for` is
+    the published one's, else worked out as `judge.make_entry` does."""
     schema = {
         **_ROW_SCHEMA,
         "erased": pl.Boolean,
@@ -166,35 +199,58 @@ def _judge(events: pl.DataFrame, domain: str, version: PackVersion) -> pl.DataFr
         "s": pl.Int64,
         "key": pl.Int64,
     }
-    if events.is_empty():
-        return pl.DataFrame(schema=schema)
-    items = []
-    meta = []
-    for r in events.iter_rows(named=True):
-        attrs = r["attributes"]
-        ev = Event(
-            id=r["event_id"],
-            domain=domain,
-            subject=r["subject"],
-            type=r["type"],
-            occurred_at=_EPOCH + timedelta(microseconds=r["occurred_us"]),
-            attributes=json.loads(attrs) if isinstance(attrs, str) else (attrs or {}),
-        )
-        items.append((ev, version))
-        meta.append(r)
-    out: list[dict[str, Any]] = []
-    for r, entries in zip(meta, judge_batch(items), strict=True):
-        for n in entries:
-            out.append(
-                {
-                    **r,
-                    "rule_id": n.rule_id,
-                    "delta": n.delta,
-                    "until": None if n.counts_until is None else to_micros(n.counts_until),
-                    "capped": n.daily_cap,
-                }
-            )
-    return pl.DataFrame(out, schema=schema)
+    parts = [pl.DataFrame(schema=schema)]
+    ends = stored.select("event_id", "rule_id", pl.col("until").alias("stored_until"))
+    for (event_type,), group in events.group_by("type", maintain_order=True):
+        assert isinstance(event_type, str)
+        if version.event_types.get(event_type) is None or not version.rules_for(event_type):
+            continue  # the candidate dropped the type, or gives it no rule: no entry
+        attributes = [json.loads(a) if a else {} for a in group["attributes"].to_list()]
+        result = rule_frame(version, event_type, attributes)
+        for k, rule in enumerate(version.rules_for(event_type)):
+            hit = group.with_columns(
+                pl.Series("delta", result[f"d{k}"], dtype=pl.Int64),
+                pl.lit(rule.id).alias("rule_id"),
+                pl.lit(rule.daily_cap).alias("capped"),
+            ).filter(result[f"m{k}"])
+            if hit.is_empty():
+                continue
+            # The linter makes a points attribute a required integer: never missing here.
+            assert hit["delta"].null_count() == 0, rule.id
+            if rule.counts_for is None:
+                hit = hit.with_columns(pl.lit(None, dtype=pl.Int64).alias("until"))
+            elif _counts_for(published, rule.id) == rule.counts_for:
+                hit = (
+                    hit.drop("until")
+                    .join(ends, on=["event_id", "rule_id"], how="left")
+                    .rename({"stored_until": "until"})
+                )
+            else:
+                hit = hit.with_columns(pl.lit(None, dtype=pl.Int64).alias("until"))
+            if rule.counts_for is not None and hit["until"].null_count():
+                hit = hit.with_columns(_work_out_ends(hit, rule.counts_for, version))
+            parts.append(hit.select(list(schema)))
+    return pl.concat(parts, how="vertical_relaxed")
+
+
+def _counts_for(version: PackVersion, rule_id: str) -> Duration | None:
+    for rules in version.rules_by_event.values():
+        for r in rules:
+            if r.id == rule_id:
+                return r.counts_for
+    return None
+
+
+def _work_out_ends(hit: pl.DataFrame, counts_for: Duration, version: PackVersion) -> pl.Series:
+    """Each row's end where it has none yet, as `judge.make_entry` works it out."""
+    tz = version.tz
+    ends = [
+        until
+        if until is not None
+        else to_micros(add_duration(_EPOCH + timedelta(microseconds=at), counts_for, tz))
+        for at, until in zip(hit["occurred_us"].to_list(), hit["until"].to_list(), strict=True)
+    ]
+    return pl.Series("until", ends, dtype=pl.Int64)
 
 
 def _days(occurred: pl.Series, version: PackVersion) -> np.ndarray[Any, np.dtype[np.int64]]:
@@ -240,28 +296,36 @@ def _fold(
         "delta",
         "until",
         "capped",
-        pl.int_range(pl.len()).over("s").alias("pos"),
+        pl.Series("pos", np.arange(len(s), dtype=np.int64) - starts[s]),
         pl.Series("applied", result.applied),
         pl.Series("counts", result.counts),
     )
     t = result.decision_threshold
+    ds, at = result.decision_subject, result.decision_at
+    # Decisions made earlier at the same instant (the id's ordinal): they come out in the
+    # order made, subject after subject, so each run of one (subject, instant) counts up.
+    new = np.ones(len(ds), dtype=np.bool_)
+    new[1:] = (ds[1:] != ds[:-1]) | (at[1:] != at[:-1])
+    runs = np.flatnonzero(new)
+    ordinal = np.arange(len(ds), dtype=np.int64) - runs[np.cumsum(new) - 1]
     decisions = pl.DataFrame(
         {
-            "s": result.decision_subject,
-            "t": t,
+            "s": ds,
+            "threshold": pl.Series(pack.threshold_ids, dtype=pl.String).gather(t),
+            "kind": pl.Series(pack.threshold_kinds, dtype=pl.String).gather(t),
             "level": pack.level[pack.first_level[t] + result.decision_level],
-            "at": result.decision_at,
+            "at": at,
+            "ordinal": ordinal,
         },
-        schema={"s": pl.Int64, "t": pl.Int64, "level": pl.Int64, "at": pl.Int64},
+        schema={
+            "s": pl.Int64,
+            "threshold": pl.String,
+            "kind": pl.String,
+            "level": pl.Int64,
+            "at": pl.Int64,
+            "ordinal": pl.Int64,
+        },
     )
-    ids = dict(enumerate(pack.threshold_ids))
-    kinds = dict(enumerate(pack.threshold_kinds))
-    decisions = decisions.with_columns(
-        pl.col("t").replace_strict(ids, return_dtype=pl.String).alias("threshold"),
-        pl.col("t").replace_strict(kinds, return_dtype=pl.String).alias("kind"),
-        # Decisions made earlier at the same instant (the id's ordinal): order of making.
-        pl.int_range(pl.len()).over("s", "at").alias("ordinal"),
-    ).select("s", "threshold", "kind", "level", "at", "ordinal")
     return Side(result.points, table, decisions)
 
 

@@ -9,8 +9,9 @@ random events, and the fold, which re-judges stored events one at a time, relies
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import compress
+from typing import Any
 
 import polars as pl
 
@@ -19,7 +20,7 @@ from pointbook.engine.model import Entry, Event
 from pointbook.rules.columnar import ROW, condition_expr, delta_expr, frame
 from pointbook.rules.pack import PackVersion, Rule
 
-__all__ = ["judge_batch"]
+__all__ = ["judge_batch", "rule_frame"]
 
 # Compiled expressions per (pack content hash, event type): versions never change once
 # published, so the hash names the rules exactly. Small: a few dozen types per domain.
@@ -42,6 +43,16 @@ def _expressions(version: PackVersion, event_type: str, rules: Sequence[Rule]) -
     return found
 
 
+def rule_frame(
+    version: PackVersion, event_type: str, attributes: list[Mapping[str, Any]]
+) -> pl.DataFrame:
+    """For events of one type with these attributes, in order: per rule k of the type (pack
+    order), whether it matches (column m{k}) and its points (d{k})."""
+    rules = version.rules_for(event_type)
+    declared = version.event_types[event_type].attributes
+    return frame(attributes, declared).with_columns(_expressions(version, event_type, rules))
+
+
 def judge_batch(items: Sequence[tuple[Event, PackVersion]]) -> list[list[Entry]]:
     """The entries of each (event, version in force) pair, in the order given."""
     out: list[list[Entry]] = [[] for _ in items]
@@ -52,9 +63,7 @@ def judge_batch(items: Sequence[tuple[Event, PackVersion]]) -> list[list[Entry]]
     for members in groups.values():
         first, version = items[members[0]]
         rules = version.rules_for(first.type)
-        declared = version.event_types[first.type].attributes
-        df = frame([items[i][0].attributes for i in members], declared)
-        result = df.with_columns(_expressions(version, first.type, rules))
+        result = rule_frame(version, first.type, [items[i][0].attributes for i in members])
         matched = [result[f"m{k}"].to_list() for k in range(len(rules))]
         deltas = [result[f"d{k}"].to_list() for k in range(len(rules))]
         rows = range(len(members))

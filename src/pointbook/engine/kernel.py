@@ -203,7 +203,7 @@ def _pop(heap: Ints, size: int) -> int:
     return size
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _kernel(
     subject_start: Ints,
     first_event: Ints,
