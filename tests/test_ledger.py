@@ -88,6 +88,47 @@ def test_good_lines_land_and_bad_lines_are_reported_with_their_reason(ledger: Le
     assert "did you mean 'littering'" in report.rejected[0].reason
 
 
+SCALED = """
+scheme: {kind: balance, start: 0, floor: -1000, ceiling: 1000}
+event_types:
+  fine: {attributes: {n: integer}}
+rules:
+  - {id: fine, title: Fine, category: public-order, basis: Ordinance 5, event: fine,
+     points: {attribute: n, scale: -1000000}, counts_for: 1 year}
+"""
+
+
+def test_points_beyond_what_a_ledger_holds_refuse_that_event_alone(
+    store_factory: Callable[[], Store],
+) -> None:
+    """An unbounded attribute times a large scale (the pack only gets a lint warning): the
+    event whose product passes 2**53 is rejected with its own code, the rest of its batch
+    lands; an attribute past 2**53 says so (it is an integer, only too large)."""
+    led = Ledger(store_factory(), now=lambda: NOW)
+    led.publish(pack(SCALED, forgive=False))
+
+    def fine(n: int, id: str, value: int) -> RawRecord:
+        body = {
+            "id": id,
+            "domain": "town",
+            "subject": "s1",
+            "type": "fine",
+            "occurred_at": "2024-01-10",
+            "attributes": {"n": value},
+        }
+        return RawRecord(n, str(body), EventIn.model_validate(body), None)
+
+    report = led.ingest([fine(1, "a", 3), fine(2, "b", 2**53 - 1), fine(3, "c", 2**60)])
+    assert report.accepted == 1
+    assert [(r.line, r.code) for r in report.rejected] == [
+        (2, "event/points-out-of-range"),
+        (3, "event/attributes"),
+    ]
+    assert "rule 'fine' would give -9007199254740991000000 points" in report.rejected[0].reason
+    assert "must be below 2**53 in magnitude" in report.rejected[1].reason
+    assert led.state("town", "s1").points == -1000  # -3,000,000 clamped at the floor
+
+
 def _body(id: str) -> dict[str, Any]:
     return {
         "id": id,

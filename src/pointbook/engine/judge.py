@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pointbook.dates import add_duration
 from pointbook.engine.model import Entry, Event, fast_maker
 from pointbook.errors import EventError
-from pointbook.rules.attributes import attribute_problems
+from pointbook.rules.attributes import MAX_INTEGER, attribute_problems
 from pointbook.rules.conditions import compile_condition, suggest
 from pointbook.rules.pack import PackVersion, Rule, version_at
 
@@ -46,6 +46,19 @@ def validate_event(event: Event, versions: Sequence[PackVersion]) -> PackVersion
     problems = attribute_problems(event.type, et, event.attributes)
     if problems:
         raise EventError("; ".join(problems), code="event/attributes")
+    for rule in version.rules_for(event.type):
+        # Points read from an attribute, times the rule's scale: a product beyond what the
+        # ledger holds refuses this event alone (never the batch it arrives in).
+        if rule.points_attribute is not None and rule.predicate(event.attributes):
+            points = int(event.attributes[rule.points_attribute]) * rule.scale
+            if abs(points) >= MAX_INTEGER:
+                raise EventError(
+                    f"rule {rule.id!r} would give {points} points ({rule.points_attribute} "
+                    f"{event.attributes[rule.points_attribute]} times {rule.scale}): beyond "
+                    "2**53 in magnitude, more than a ledger holds; the pack should bound "
+                    f"{rule.points_attribute!r} (lint warns: pack/unbounded-points)",
+                    code="event/points-out-of-range",
+                )
     if et.require is not None and not compile_condition(et.require)(event.attributes):
         raise EventError(
             et.require_message or f"the event does not meet the requirement of {event.type!r}",
