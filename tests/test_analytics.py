@@ -23,7 +23,7 @@ from pointbook.cli import app
 from pointbook.engine import evaluate_subject
 from pointbook.intake import EventIn, RawRecord
 from pointbook.ledger import Ledger
-from pointbook.rules.pack import PackVersion, load_pack_file
+from pointbook.rules.pack import PackVersion, load_pack_file, load_pack_text
 from pointbook.store import SQLiteStore
 
 ROOT = Path(__file__).parent.parent
@@ -457,10 +457,20 @@ def test_whatif_falls_back_to_the_fold_for_a_pack_the_kernel_does_not_model(
     )
     path = tmp_path / "with-amnesty.yaml"
     path.write_text(text.replace("\nthresholds:\n", "\n" + extra, 1), encoding="utf-8")
+    # A restoration the kernel models: the same figures as the reference fold.
     cand = load_pack_file(path)
-    w = run_whatif(ledger, DOMAIN, cand, as_of=NOW)
-    assert w.path == "fold"
+    w = run_whatif(ledger, DOMAIN, cand, as_of=NOW, kernel_chunk=31)
+    assert w.path == "kernel"
     assert w.changes and all(v > 0 for v in w.changes.values())
+    assert _fields(w) == _fields(run_whatif(ledger, DOMAIN, cand, as_of=NOW, use_kernel=False))
+    # A contest window it does not: the reference fold replays every subject.
+    contested = tmp_path / "contested.yaml"
+    assert "\nscheme:" in text
+    contested.write_text(
+        text.replace("\nscheme:", "\ncontest_window: 30 days\nscheme:", 1), encoding="utf-8"
+    )
+    w = run_whatif(ledger, DOMAIN, load_pack_file(contested), as_of=NOW)
+    assert w.path == "fold"
 
 
 def test_whatif_by_the_kernel_on_both_backends(store_factory: Any, tmp_path: Path) -> None:
@@ -507,6 +517,9 @@ rules:
      event: help, points: 2, daily_cap: true}
   - {id: foul, title: Foul, category: public-order, basis: test, event: foul, points: -6,
      counts_for: 1 week, daily_cap: true}
+restorations:
+  - {id: helper-bonus, kind: course, title: Helper bonus, basis: test, event: help, points: 2,
+     min_interval: 1 week}
 thresholds:
   - {id: warn, kind: warning, title: Warning, basis: test, direction: at_or_below,
      levels: [{value: 6}, {value: 3}], mode: crossing, margin: 1}
@@ -549,11 +562,59 @@ def test_whatif_by_the_kernel_keeps_the_folds_order_of_steps(
         )
     report = led.ingest(_record(n, b) for n, b in enumerate(bodies, 1))
     assert not report.rejected
+    # Details erased before February: those events count by their stored entries (two per
+    # help event, read back in rule id order, not pack order).
+    assert led.store.erase_details("club", datetime(2024, 2, 1, tzinfo=UTC), led.now()) > 0
+    moved = tmp_path / "club-course-on-fouls.yaml"
+    moved.write_text(CAPPED_PACK.replace("event: help, points: 2", "event: foul, points: 2"))
+    as_of = datetime(2024, 3, 5, tzinfo=UTC)
+    for path in (cand_path, moved):
+        cand = load_pack_file(path)
+        fast = run_whatif(led, "club", cand, as_of=as_of, chunk=4, kernel_chunk=3)
+        slow = run_whatif(led, "club", cand, as_of=as_of, use_kernel=False)
+        assert fast.path == "kernel"
+        assert _fields(fast) == _fields(slow)
+        assert fast.changes
     cand = load_pack_file(cand_path)
-    fast = run_whatif(
-        led, "club", cand, as_of=datetime(2024, 3, 5, tzinfo=UTC), chunk=4, kernel_chunk=3
-    )
-    slow = run_whatif(led, "club", cand, as_of=datetime(2024, 3, 5, tzinfo=UTC), use_kernel=False)
-    assert fast.path == "kernel"
-    assert _fields(fast) == _fields(slow)
+    fast = run_whatif(led, "club", cand, as_of=as_of, kernel_chunk=3)
     assert fast.changes and fast.appeared_kind
+
+
+def test_whatif_by_the_kernel_on_the_french_licence(store_factory: Any) -> None:
+    """fr-driving (two versions, the four restorations, courses, a terminal threshold) through
+    the kernel: invalidation moved from 0 to 2 points in both versions, and a red light made
+    a 5-point offence; every figure equals the reference fold's, on both backends, with
+    appeals on some subjects and details erased on others."""
+    from pointbook.bench import generate_workload, open_ledger
+    from pointbook.bench.whatif import fr_driving_candidate
+
+    led = open_ledger(store_factory())
+    bodies = [b for b in generate_workload(4000, 400, 5) if b["domain"] == "fr-driving"]
+    report = led.ingest(_record(n, b) for n, b in enumerate(bodies, 1))
+    assert not report.rejected and report.accepted == len(bodies) > 300
+    stored = led.store.subject_events("fr-driving", led.store.subjects("fr-driving"))
+    contested = [evs[0] for evs in stored.values() if evs][:6]
+    for n, e in enumerate(contested):
+        appeal = led.file_appeal("fr-driving", e.subject, "not me", event_id=e.id)
+        if n % 2:
+            led.decide_appeal(appeal.id, "upheld", "rev", "checked")
+    assert led.store.erase_details("fr-driving", datetime(2022, 1, 1, tzinfo=UTC), led.now()) > 0
+    moved = fr_driving_candidate()
+    harsher = [
+        load_pack_text(
+            v.text.replace(
+                "    points: -4\n    tags: [class-4]", "    points: -5\n    tags: [class-4]", 1
+            ),
+            "harsher.yaml",
+        )[0]
+        for v in led.versions("fr-driving")
+    ]
+    published = led.versions("fr-driving")
+    assert [v.text != w.text for v, w in zip(harsher, published, strict=True)] == [True, True]
+    as_of = datetime(2026, 1, 1, tzinfo=UTC)
+    for cand in (moved, harsher):
+        fast = run_whatif(led, "fr-driving", cand, as_of=as_of, kernel_chunk=40)
+        slow = run_whatif(led, "fr-driving", cand, as_of=as_of, use_kernel=False)
+        assert fast.path == "kernel"
+        assert _fields(fast) == _fields(slow)
+        assert fast.affected

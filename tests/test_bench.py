@@ -239,15 +239,13 @@ def test_whatif_reports_each_domain_against_one_fold_and_reads_a_given_store(
     assert sum(r["events"] for r in built) == N, "every event is by the end of 2025"
     assert 0 < forum["reused"] < forum["subjects"], "a rules-only change: some folds reused"
     assert forum["subjects_changed"] > 0, "the raised penalty reaches the workload's events"
-    assert fr["reused"] == 0, "a moved threshold: every subject folded twice"
-    # forum's pack is one the compiled fold models; fr-driving's (restorations) is not. The
-    # kernel's what-if is timed against the reference fold's and gives the same figures.
-    assert (forum["path"], fr["path"]) == ("kernel", "fold")
-    assert forum["same_as_fold_path"] is True
-    assert forum["speedup_vs_fold_path"] == pytest.approx(
-        forum["fold_path_seconds"] / forum["seconds"]
-    )
-    assert "fold_path_seconds" not in fr
+    assert fr["reused"] == 0, "a moved threshold: no subject's fold is the same"
+    # Both reference packs are ones the compiled fold models: each what-if is timed against
+    # the reference fold's, and gives the same figures.
+    for r in built:
+        assert r["path"] == "kernel"
+        assert r["same_as_fold_path"] is True
+        assert r["speedup_vs_fold_path"] == pytest.approx(r["fold_path_seconds"] / r["seconds"])
 
     # The same workload in a store built apart, given with --db: the same figures, nothing
     # written to it.

@@ -276,18 +276,8 @@ def run_whatif(
         contested = ledger.store.appeals(domain)
         everyone = ledger.store.subjects(domain)
         plain = [s for s in everyone if s not in contested]
-        changed = _touched_types(published[0], versions[0])
         for piece in kernel_sides(
-            ledger.store,
-            domain,
-            published[0],
-            versions[0],
-            changed,
-            plain,
-            when,
-            start,
-            end,
-            kernel_chunk,
+            ledger.store, domain, published, versions, plain, when, start, end, kernel_chunk
         ):
             _merge_slice(out, piece, before_rules, after_rules, touched is not None)
         histories = ledger.histories(

@@ -1,20 +1,24 @@
 """What-if over columns: both sides of the replay folded by the compiled kernel.
 
-`whatif.run_whatif` folds each subject twice with the reference fold. When both the published
-pack and the candidate are one version the kernel models (`engine.kernel.unsupported`), this
-module gives the same `WhatIf` from the stored rows instead, a slice of subjects at a time:
+`whatif.run_whatif` folds each subject twice with the reference fold. When the published
+versions and the candidate's are both ones the kernel models (`engine.kernel.unsupported`:
+balance schemes, restorations, several versions; no window scheme, contest window, notice
+period, incident cap or grace), this module gives the same `WhatIf` from the stored rows
+instead, a slice of subjects at a time:
 
-* the baseline's entries are the stored ones (the ledger judged every event under the one
-  published version; an erased event's entries are all that is left of it, as in the fold);
-* the candidate's are the same, except for the live events of the types whose rules the
-  candidate changes (`whatif._touched_types`): those are judged again by `judge_batch`, the
-  function every event is judged by at ingest;
+* the baseline's entries are the stored ones (the ledger judged every event under the version
+  in force at its date, and a version never takes effect before a recorded event; an erased
+  event's entries are all that is left of it, as in the fold);
+* the candidate's are the same for an event whose type has the same rules in the candidate's
+  version in force at its date as in the published one, and for an erased event; the other
+  live events are judged again column by column (`engine.batch.rule_frame`, as at ingest);
+* course events (a type a course restoration names) are steps of their own on each side;
 * both sides go through `engine.kernel`, and the comparison (points, decisions, applied
   points, points by rule) is made column by column.
 
 Subjects with appeals are left to the reference fold (the kernel does not model appeals):
 `run_whatif` replays them as before. tests/test_analytics.py checks this path against the
-reference one on the same stores.
+reference one on the same stores, on both backends.
 """
 
 from __future__ import annotations
@@ -29,17 +33,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pointbook.dates import Duration, add_duration, local_date, to_micros
+from pointbook.dates import Duration, add_duration, to_micros
 from pointbook.engine.batch import rule_frame
 from pointbook.engine.fold import _decision_id
-from pointbook.engine.kernel import NEVER, KernelPack, fold_population, unsupported
+from pointbook.engine.kernel import NEVER, KernelPack, course_types, make_columns, unsupported
 from pointbook.rules.pack import PackVersion
 from pointbook.store.base import Store
 
 __all__ = ["Side", "Slice", "decision_id", "kernel_eligible", "kernel_sides"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_DAY_US = 86_400_000_000
 _ROW_SCHEMA: dict[str, Any] = {
     "subject": pl.String,
     "event_id": pl.String,
@@ -52,16 +55,26 @@ _ROW_SCHEMA: dict[str, Any] = {
     "until": pl.Int64,
     "capped": pl.Int64,
 }
+_STEP_SCHEMA: dict[str, Any] = {
+    "s": pl.Int64,
+    "event_id": pl.String,
+    "type": pl.String,
+    "occurred_us": pl.Int64,
+    "key": pl.Int64,
+    "erased": pl.Boolean,
+    "rule_id": pl.String,
+    "delta": pl.Int64,
+    "until": pl.Int64,
+    "capped": pl.Boolean,
+    "kind": pl.Int64,
+    "pos": pl.Int64,
+}
+_COURSE_POS = 1 << 30  # a course credit is queued after the event's own entries
 
 
 def kernel_eligible(published: Sequence[PackVersion], candidate: Sequence[PackVersion]) -> bool:
-    """Both sides are one version the kernel folds."""
-    return (
-        len(published) == 1
-        and len(candidate) == 1
-        and unsupported(published[0]) is None
-        and unsupported(candidate[0]) is None
-    )
+    """Both sides are versions the kernel folds."""
+    return unsupported(published) is None and unsupported(candidate) is None
 
 
 @dataclass(frozen=True)
@@ -85,26 +98,60 @@ class Slice:
     after: Side
 
 
+@dataclass(frozen=True)
+class _Sides:
+    """What both sides read of their versions, worked out once per what-if."""
+
+    published: KernelPack
+    candidate: KernelPack
+    same: frozenset[tuple[int, int, str]]  # (published, candidate version, type): same rules
+
+    @classmethod
+    def of(cls, published: Sequence[PackVersion], candidate: Sequence[PackVersion]) -> _Sides:
+        same = set()
+        for b, pv in enumerate(published):
+            for a, cv in enumerate(candidate):
+                for t in pv.event_types.keys() | cv.event_types.keys():
+                    if _rule_texts(pv, t) == _rule_texts(cv, t):
+                        same.add((b, a, t))
+        return cls(KernelPack.of(published), KernelPack.of(candidate), frozenset(same))
+
+
+def _rule_texts(version: PackVersion, event_type: str) -> list[dict[str, Any]]:
+    """Everything judging an event of ``event_type`` reads of ``version``'s rules, in order."""
+    out = []
+    for rule in version.rules_for(event_type):
+        spec = version.rule(rule.id)
+        assert spec is not None
+        out.append(spec.model_dump(mode="json", exclude={"examples"}))
+    return out
+
+
 def kernel_sides(
     store: Store,
     domain: str,
-    published: PackVersion,
-    candidate: PackVersion,
-    touched: frozenset[str],
+    published: Sequence[PackVersion],
+    candidate: Sequence[PackVersion],
     subjects: Sequence[str],
     when: datetime,
     start: datetime | None,
     end: datetime | None,
     chunk: int = 10_000,
 ) -> Iterator[Slice]:
-    """Each slice of ``subjects`` (``chunk`` at a time) folded under both versions."""
-    kb, ka = KernelPack.of(published), KernelPack.of(candidate)
+    """Each slice of ``subjects`` (``chunk`` at a time) folded under both sides' versions."""
+    sides = _Sides.of(published, candidate)
     when_us = to_micros(when)
     since = None if start is None else to_micros(start)
     until = None if end is None else to_micros(end)
-    pos_b = _positions(published)
-    pos_a = _positions(candidate)
-    types = sorted(touched)
+    # Attributes are read only for the events some candidate version may judge otherwise.
+    every = {t for v in (*published, *candidate) for t in v.event_types}
+    types = sorted(
+        t
+        for t in every
+        if not all(
+            (b, a, t) in sides.same for b in range(len(published)) for a in range(len(candidate))
+        )
+    )
 
     def read(part: Sequence[str]) -> pl.DataFrame:
         found = store.population_rows(domain, part, since, until, types)
@@ -122,26 +169,17 @@ def kernel_sides(
             assert ahead is not None
             rows = ahead.result()
             ahead = pool.submit(read, parts[k + 1]) if k + 1 < len(parts) else None
-            if rows.is_empty():
-                continue
-            yield _slice(rows, touched, published, candidate, kb, ka, pos_b, pos_a, when_us)
+            if not rows.is_empty():
+                yield _slice(rows, sides, when_us)
 
 
-def _slice(
-    rows: pl.DataFrame,
-    touched: frozenset[str],
-    published: PackVersion,
-    candidate: PackVersion,
-    kb: KernelPack,
-    ka: KernelPack,
-    pos_b: dict[str, int],
-    pos_a: dict[str, int],
-    when_us: int,
-) -> Slice:
+def _slice(rows: pl.DataFrame, sides: _Sides, when_us: int) -> Slice:
     names = rows["subject"].unique(maintain_order=True).to_list()
     index = pl.DataFrame({"subject": names, "s": np.arange(len(names), dtype=np.int64)})
     rows = rows.join(index, on="subject", how="left").filter(pl.col("occurred_us") <= when_us)
-    events = rows.unique("event_id")
+    # Expiries of one instant run in event id order: each event's rank stands for its id.
+    rows = rows.with_columns(pl.col("event_id").rank("dense").cast(pl.Int64).alias("key"))
+    events = rows.unique("event_id", maintain_order=True)
     first = (
         index.join(
             events.group_by("s").agg(pl.col("occurred_us").min().alias("first")),
@@ -152,61 +190,130 @@ def _slice(
         .fill_null(NEVER)
         .to_numpy()
     )
-    # Expiries of one instant run in event id order: each event's rank stands for its id.
-    rows = rows.with_columns(pl.col("event_id").rank("dense").cast(pl.Int64).alias("key"))
     stored = rows.filter(pl.col("rule_id").is_not_null())
-    base = _order(stored, pos_b)
-    redo = pl.col("type").is_in(list(touched)) & ~pl.col("erased")
-    kept = stored.filter(~redo)
-    judged = _judge(
-        rows.filter(redo).unique("event_id", maintain_order=True), stored, published, candidate
+    pub, cand = sides.published, sides.candidate
+    stored_b = pub.version_index(stored["occurred_us"].to_numpy())
+    base = pl.concat(
+        [
+            _positioned(stored, stored_b, pub.versions),
+            _courses(events, pub),
+        ],
+        how="vertical_relaxed",
     )
-    cand = _order(pl.concat([kept, judged], how="diagonal_relaxed"), pos_a)
+    # The candidate: stored entries where its version in force judges the event's type as
+    # the published one does (and for erased events); the other live events judged again.
+    ev_b = pub.version_index(events["occurred_us"].to_numpy())
+    ev_a = cand.version_index(events["occurred_us"].to_numpy())
+    events = events.with_columns(pl.Series("vb", ev_b), pl.Series("va", ev_a))
+    reuse = pl.Series(
+        "reuse",
+        [
+            bool(erased) or (int(b), int(a), t) in sides.same
+            for erased, b, a, t in zip(events["erased"], ev_b, ev_a, events["type"], strict=True)
+        ],
+        dtype=pl.Boolean,
+    )
+    events = events.with_columns(reuse)
+    kept_ids = events.filter(pl.col("reuse")).select("event_id")
+    kept = stored.join(kept_ids, on="event_id", how="semi")
+    kept_b = pub.version_index(kept["occurred_us"].to_numpy())
+    redo = events.filter(~pl.col("reuse"))
+    after = pl.concat(
+        [
+            _positioned(kept, kept_b, pub.versions),
+            _judge(redo, stored, pub.versions, cand.versions),
+            _courses(events, cand),
+        ],
+        how="vertical_relaxed",
+    )
+    n = len(names)
     return Slice(
         names,
         events.height,
-        _fold(kb, published, base, first, len(names), when_us),
-        _fold(ka, candidate, cand, first, len(names), when_us),
+        _fold(pub, _sorted(base), first, n, when_us),
+        _fold(cand, _sorted(after), first, n, when_us),
     )
 
 
-def _positions(version: PackVersion) -> dict[str, int]:
-    return {r.id: k for k, r in enumerate(version.spec.rules)}
+def _sorted(steps: pl.DataFrame) -> pl.DataFrame:
+    """Steps in the fold's order: subject, instant, event id, then the event's entries in
+    pack order and its course credit last."""
+    return steps.sort("s", "occurred_us", "key", "pos")
 
 
-def _order(entries: pl.DataFrame, positions: dict[str, int]) -> pl.DataFrame:
-    """Entries in the fold's order: by subject, instant, event id, then the rule's place in
-    the pack (an erased event's entries, read back from the store, in rule id order)."""
-    by_id = {rid: k for k, rid in enumerate(sorted(positions))}
-    live = pl.col("rule_id").replace_strict(positions, default=-1, return_dtype=pl.Int64)
-    erased = pl.col("rule_id").replace_strict(by_id, default=-1, return_dtype=pl.Int64)
-    return entries.with_columns(
-        pl.when(pl.col("erased")).then(erased).otherwise(live).alias("pos")
-    ).sort("s", "occurred_us", "key", "pos")  # key: the event id's rank
+def _positioned(
+    entries: pl.DataFrame, version_of: np.ndarray[Any, Any], versions: Sequence[PackVersion]
+) -> pl.DataFrame:
+    """Stored entries as steps: each at its rule's place in the pack of the version in force
+    at its date (an erased event's entries, read back from the store, in rule id order)."""
+    place = np.empty(entries.height, dtype=np.int64)
+    rules = entries["rule_id"].to_list()
+    erased = entries["erased"].to_list()
+    orders = [{r.id: k for k, r in enumerate(v.spec.rules)} for v in versions]
+    by_id = [{rid: k for k, rid in enumerate(sorted(o))} for o in orders]
+    for j, (rid, gone, v) in enumerate(zip(rules, erased, version_of.tolist(), strict=True)):
+        place[j] = (by_id[v] if gone else orders[v]).get(rid, -1)
+    return entries.select(
+        "s",
+        "event_id",
+        "type",
+        "occurred_us",
+        "key",
+        "erased",
+        "rule_id",
+        "delta",
+        "until",
+        "capped",
+        pl.lit(0, dtype=pl.Int64).alias("kind"),
+        pl.Series("pos", place, dtype=pl.Int64),
+    )
+
+
+def _courses(events: pl.DataFrame, pack: KernelPack) -> pl.DataFrame:
+    """A step for each event whose type a course restoration of the version in force names."""
+    found = course_types(pack.versions)
+    if not any(found):
+        return pl.DataFrame(schema=_STEP_SCHEMA)
+    at = pack.version_index(events["occurred_us"].to_numpy())
+    credits = pl.Series(
+        [t in found[int(v)] for t, v in zip(events["type"], at, strict=True)], dtype=pl.Boolean
+    )
+    return events.filter(credits).select(
+        "s",
+        "event_id",
+        "type",
+        "occurred_us",
+        "key",
+        "erased",
+        pl.lit(None, dtype=pl.String).alias("rule_id"),
+        pl.lit(0, dtype=pl.Int64).alias("delta"),
+        pl.lit(None, dtype=pl.Int64).alias("until"),
+        pl.lit(False).alias("capped"),
+        pl.lit(1, dtype=pl.Int64).alias("kind"),
+        pl.lit(_COURSE_POS, dtype=pl.Int64).alias("pos"),
+    )
 
 
 def _judge(
-    events: pl.DataFrame, stored: pl.DataFrame, published: PackVersion, version: PackVersion
+    events: pl.DataFrame,
+    stored: pl.DataFrame,
+    published: Sequence[PackVersion],
+    candidate: Sequence[PackVersion],
 ) -> pl.DataFrame:
-    """The candidate's entries for live events of the changed types, one row each: the rules
-    matched column by column (`engine.batch.rule_frame`, as ingest judges), an entry's end
-    taken from the stored entry of the same event and rule where the rule's `counts_for` is
-    the published one's, else worked out as `judge.make_entry` does."""
-    schema = {
-        **_ROW_SCHEMA,
-        "erased": pl.Boolean,
-        "capped": pl.Boolean,
-        "s": pl.Int64,
-        "key": pl.Int64,
-    }
-    parts = [pl.DataFrame(schema=schema)]
+    """The candidate's entries for live events its versions judge otherwise, one step each:
+    the rules matched column by column (`engine.batch.rule_frame`, as ingest judges); an
+    entry's end taken from the stored entry of the same event and rule where the published
+    rule ends alike, else worked out as `judge.make_entry` does."""
+    parts = [pl.DataFrame(schema=_STEP_SCHEMA)]
     ends = stored.select("event_id", "rule_id", pl.col("until").alias("stored_until"))
-    for (event_type,), group in events.group_by("type", maintain_order=True):
+    for (vb, va, event_type), group in events.group_by("vb", "va", "type", maintain_order=True):
+        version = candidate[int(va)]
         assert isinstance(event_type, str)
         if version.event_types.get(event_type) is None or not version.rules_for(event_type):
             continue  # the candidate dropped the type, or gives it no rule: no entry
         attributes = [json.loads(a) if a else {} for a in group["attributes"].to_list()]
         result = rule_frame(version, event_type, attributes)
+        old = {r.id: r.counts_for for r in published[int(vb)].rules_for(event_type)}
         for k, rule in enumerate(version.rules_for(event_type)):
             hit = group.with_columns(
                 pl.Series("delta", result[f"d{k}"], dtype=pl.Int64),
@@ -217,9 +324,7 @@ def _judge(
                 continue
             # The linter makes a points attribute a required integer: never missing here.
             assert hit["delta"].null_count() == 0, rule.id
-            if rule.counts_for is None:
-                hit = hit.with_columns(pl.lit(None, dtype=pl.Int64).alias("until"))
-            elif _counts_for(published, rule.id) == rule.counts_for:
+            if rule.counts_for is not None and old.get(rule.id) == rule.counts_for:
                 hit = (
                     hit.drop("until")
                     .join(ends, on=["event_id", "rule_id"], how="left")
@@ -229,16 +334,13 @@ def _judge(
                 hit = hit.with_columns(pl.lit(None, dtype=pl.Int64).alias("until"))
             if rule.counts_for is not None and hit["until"].null_count():
                 hit = hit.with_columns(_work_out_ends(hit, rule.counts_for, version))
-            parts.append(hit.select(list(schema)))
+            parts.append(
+                hit.with_columns(
+                    pl.lit(0, dtype=pl.Int64).alias("kind"),
+                    pl.lit(k, dtype=pl.Int64).alias("pos"),
+                ).select(list(_STEP_SCHEMA))
+            )
     return pl.concat(parts, how="vertical_relaxed")
-
-
-def _counts_for(version: PackVersion, rule_id: str) -> Duration | None:
-    for rules in version.rules_by_event.values():
-        for r in rules:
-            if r.id == rule_id:
-                return r.counts_for
-    return None
 
 
 def _work_out_ends(hit: pl.DataFrame, counts_for: Duration, version: PackVersion) -> pl.Series:
@@ -253,52 +355,41 @@ def _work_out_ends(hit: pl.DataFrame, counts_for: Duration, version: PackVersion
     return pl.Series("until", ends, dtype=pl.Int64)
 
 
-def _days(occurred: pl.Series, version: PackVersion) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """Each instant's local day number in the version's time zone (only equality matters)."""
-    if version.tz.key in ("UTC", "Etc/UTC"):
-        return (occurred // _DAY_US).to_numpy()
-    memo: dict[int, int] = {}
-    out = np.empty(len(occurred), dtype=np.int64)
-    for k, us in enumerate(occurred.to_list()):
-        day = memo.get(us)
-        if day is None:
-            day = memo[us] = local_date(_EPOCH + timedelta(microseconds=us), version.tz).toordinal()
-        out[k] = day
-    return out
-
-
 def _fold(
     pack: KernelPack,
-    version: PackVersion,
-    entries: pl.DataFrame,
+    steps: pl.DataFrame,
     first: np.ndarray[Any, np.dtype[np.int64]],
     n_subjects: int,
     when_us: int,
 ) -> Side:
-    s = entries["s"].to_numpy()
-    starts = np.searchsorted(s, np.arange(n_subjects + 1)).astype(np.int64)
-    capped = entries["capped"].fill_null(False).to_numpy().astype(np.bool_)
-    result = fold_population(
+    s = steps["s"].to_numpy().astype(np.int64)
+    kind = steps["kind"].to_numpy().astype(np.int64)
+    columns = make_columns(
         pack,
-        starts,
-        first.astype(np.int64),
-        entries["occurred_us"].to_numpy().astype(np.int64),
-        entries["delta"].to_numpy().astype(np.int64),
-        entries["until"].fill_null(NEVER).to_numpy().astype(np.int64),
-        capped,
-        _days(entries["occurred_us"], version),
-        entries["key"].to_numpy().astype(np.int64),
-        when_us,
+        n_subjects,
+        first.astype(np.int64).tolist(),
+        s,
+        kind,
+        steps["occurred_us"].to_numpy().astype(np.int64),
+        steps["key"].to_numpy().astype(np.int64),
+        steps["type"].to_list(),
+        steps["rule_id"].to_list(),
+        steps["delta"].to_numpy().astype(np.int64),
+        steps["until"].fill_null(NEVER).to_numpy().astype(np.int64),
+        steps["capped"].fill_null(False).to_numpy().astype(np.bool_),
     )
-    table = entries.select(
-        "s",
-        "rule_id",
-        "delta",
-        "until",
-        "capped",
-        pl.Series("pos", np.arange(len(s), dtype=np.int64) - starts[s]),
-        pl.Series("applied", result.applied),
-        pl.Series("counts", result.counts),
+    result = columns.fold(pack, when_us)
+    entry = kind == 0
+    es = s[entry]
+    starts = np.searchsorted(es, np.arange(n_subjects + 1))
+    table = (
+        steps.filter(pl.Series(entry))
+        .select("s", "rule_id", "delta", "until", "capped")
+        .with_columns(
+            pl.Series("pos", np.arange(len(es), dtype=np.int64) - starts[es]),
+            pl.Series("applied", result.applied[entry]),
+            pl.Series("counts", result.counts[entry]),
+        )
     )
     t = result.decision_threshold
     ds, at = result.decision_subject, result.decision_at
@@ -308,12 +399,16 @@ def _fold(
     new[1:] = (ds[1:] != ds[:-1]) | (at[1:] != at[:-1])
     runs = np.flatnonzero(new)
     ordinal = np.arange(len(ds), dtype=np.int64) - runs[np.cumsum(new) - 1]
+    rows = pack.threshold_rows
     decisions = pl.DataFrame(
         {
             "s": ds,
-            "threshold": pl.Series(pack.threshold_ids, dtype=pl.String).gather(t),
-            "kind": pl.Series(pack.threshold_kinds, dtype=pl.String).gather(t),
-            "level": pack.level[pack.first_level[t] + result.decision_level],
+            "threshold": [rows[k][0] for k in t.tolist()],
+            "kind": [rows[k][1] for k in t.tolist()],
+            "level": [
+                rows[k][2][lv]
+                for k, lv in zip(t.tolist(), result.decision_level.tolist(), strict=True)
+            ],
             "at": at,
             "ordinal": ordinal,
         },

@@ -3,28 +3,33 @@
 `fold.evaluate_subject` is the reference: it folds one subject's events into a `SubjectState`
 with every line explained. Re-scoring a population (what-if, recompute) needs only the figures:
 each subject's points as of an instant, what each entry applied, which entries still count,
-and which decisions were triggered when. This module computes exactly those, over columns
-(numpy arrays, one row per entry, subjects one after another), in a loop compiled by numba.
+and which decisions were triggered when. This module computes exactly those over columns
+(numpy arrays: one row per entry or course event, subjects one after another), in a loop
+compiled by numba that takes the fold's steps in the fold's order.
 
-It covers the versions `unsupported` returns None for: a balance scheme (start, floor, ceiling,
-step-wise clamping, daily cap), entries that end by their own terms (`counts_for`), and
-crossing or `while` thresholds without grace; no restorations, contest window, notice or
-incident cap. Subjects with appeals are left to the reference fold by the caller.
-tests/test_kernel.py compares the two on random histories: same points, same applied points,
-same decisions at the same instants.
+It covers the version lists `unsupported` returns None for: balance schemes (start, floor,
+ceiling, step-wise clamping, daily cap), one or several versions in force by date, entries
+that end by their own terms (`counts_for`), the four restorations (clean period with its
+longer delay, small loss, entry return, course credits with their interval), crossing and
+`while` thresholds without grace, terminal decisions; no window scheme, contest window,
+notice period or incident cap. Subjects with appeals are left to the reference fold by the
+caller. tests/test_kernel.py compares the two on random histories under random packs and the
+reference packs: same points, same applied points, same entries counting, same decisions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from typing import Any
 
 import numba
 import numpy as np
 import numpy.typing as npt
 
-from pointbook.dates import local_date, to_micros
+from pointbook.dates import Duration, add_duration, local_date, to_micros
 from pointbook.engine.judge import judge
 from pointbook.engine.model import Event
 from pointbook.rules.pack import PackVersion
@@ -35,87 +40,160 @@ __all__ = [
     "Columns",
     "KernelPack",
     "KernelResult",
+    "Row",
     "columns_of",
-    "fold_population",
+    "make_columns",
     "unsupported",
 ]
 
 Ints = npt.NDArray[np.int64]
 Flags = npt.NDArray[np.bool_]
 
-NEVER = np.iinfo(np.int64).max  # counts_until of an entry that does not end by its own terms
+NEVER = int(np.iinfo(np.int64).max)  # an end that never comes
+_DAWN = int(np.iinfo(np.int64).min)
 _DIRECTIONS = {"at_or_above": 0, "above": 1, "at_or_below": 2, "below": 3}
+_RESTORATIONS = {"clean-period": 0, "small-loss": 1, "entry-return": 2}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DAY_US = 86_400_000_000
+
+# Queue kinds, phases and same-instant order (fold.py: EXPIRE 0, RESTORE 1 with the
+# restorations' sub-order clean 0, small 1, return 2, course 3).
+_EXPIRE, _CLEAN, _SMALL, _RETURN, _COURSE = 0, 1, 2, 3, 4
 
 
-def unsupported(version: PackVersion) -> str | None:
-    """Why the kernel cannot fold under ``version`` (None: it can)."""
-    spec = version.spec
-    if not isinstance(spec.scheme, BalanceSchemeSpec):
-        return "a window scheme"
-    if spec.restorations:
-        return "restorations"
-    if spec.contest_window is not None:
-        return "a contest window"
-    if spec.notice_within is not None:
-        return "a notice period"
-    if spec.incident_cap is not None:
-        return "an incident cap"
-    for th in spec.thresholds:
-        if th.mode == "while" and th.grace is not None and not th.grace.is_zero():
-            return f"threshold {th.id}: a grace period"
-        if th.mode not in ("while", "crossing"):
-            return f"threshold {th.id}: mode {th.mode}"
+def unsupported(versions: PackVersion | Sequence[PackVersion]) -> str | None:
+    """Why the kernel cannot fold under these versions (None: it can)."""
+    listed = [versions] if isinstance(versions, PackVersion) else list(versions)
+    if not listed:
+        return "no version"
+    if any(a.effective_from > b.effective_from for a, b in pairwise(listed)):
+        return "versions out of date order"
+    intervals: dict[str, Duration | None] = {}
+    for version in listed:
+        spec = version.spec
+        if not isinstance(spec.scheme, BalanceSchemeSpec):
+            return "a window scheme"
+        if spec.contest_window is not None:
+            return "a contest window"
+        if spec.notice_within is not None:
+            return "a notice period"
+        if spec.incident_cap is not None:
+            return "an incident cap"
+        for th in spec.thresholds:
+            if th.mode == "while" and th.grace is not None and not th.grace.is_zero():
+                return f"threshold {th.id}: a grace period"
+        for r in spec.restorations:
+            # A course is refused within the interval of the last one credited: the kernel
+            # carries the end of that interval, so every version must agree on it.
+            if (
+                r.kind == "course"
+                and r.event is not None
+                and intervals.setdefault(r.event, r.min_interval) != r.min_interval
+            ):
+                return f"restoration {r.id}: another course interval in another version"
     return None
 
 
 @dataclass(frozen=True)
 class KernelPack:
-    """What the kernel reads of one pack version, as arrays."""
+    """What the kernel reads of a domain's versions (sorted by effective_from), as arrays.
+    Thresholds are rows over all versions (`th_first[v]` to `th_first[v + 1]` are version v's,
+    in pack order); a level's state lives in a slot shared by every version's threshold of the
+    same id and level position, as in the fold."""
 
+    versions: tuple[PackVersion, ...]
+    effective: Ints
     start: int
-    floor: int
-    ceiling: int
-    daily_cap: int  # -1: none
-    mode: Ints  # per threshold: 0 crossing, 1 while
-    direction: Ints  # per threshold: _DIRECTIONS
-    margin: Ints  # per threshold
-    first_level: Ints  # per threshold + 1: where its levels start in `level`
-    level: Ints  # level values, threshold after threshold
-    threshold_ids: tuple[str, ...]
-    threshold_kinds: tuple[str, ...]
+    floor: Ints
+    ceiling: Ints
+    daily_cap: Ints  # -1: none
+    th_first: Ints
+    th_gid: Ints
+    th_mode: Ints  # 0 crossing, 1 while
+    th_direction: Ints
+    th_margin: Ints
+    th_terminal: Flags
+    lv_first: Ints
+    lv_value: Ints
+    lv_slot: Ints
+    n_slots: int
+    n_gids: int
+    r_first: Ints  # restorations of version v (clean, small, return): r_first[v]..r_first[v+1]
+    r_kind: Ints
+    r_longer: Flags  # a clean period with a longer delay
+    r_max_loss: Ints
+    threshold_rows: tuple[tuple[str, str, tuple[int, ...]], ...]  # (id, kind, level values)
 
     @classmethod
-    def of(cls, version: PackVersion) -> KernelPack:
-        why = unsupported(version)
+    def of(cls, versions: PackVersion | Sequence[PackVersion]) -> KernelPack:
+        listed = tuple([versions] if isinstance(versions, PackVersion) else versions)
+        why = unsupported(listed)
         if why is not None:
-            raise ValueError(f"the fold kernel cannot fold under {version.version}: {why}")
-        scheme = version.spec.scheme
-        assert isinstance(scheme, BalanceSchemeSpec)
-        ths = version.spec.thresholds
-        levels = [th.level_list() for th in ths]
-        offsets = [0]
-        for lv in levels:
-            offsets.append(offsets[-1] + len(lv))
-        cap = getattr(scheme, "daily_cap", None)
+            names = ", ".join(v.version for v in listed)
+            raise ValueError(f"the fold kernel cannot fold under {names}: {why}")
+        schemes = [v.spec.scheme for v in listed]
+        assert all(isinstance(s, BalanceSchemeSpec) for s in schemes)
+        gids: dict[str, int] = {}
+        slots: dict[tuple[str, int], int] = {}
+        th_first, rows, levels = [0], [], []
+        lv_first = [0]
+        r_first, rests = [0], []
+        for version in listed:
+            for th in version.spec.thresholds:
+                gid = gids.setdefault(th.id, len(gids))
+                values = [lv.value for lv in th.level_list()]
+                rows.append((th, gid))
+                for k, value in enumerate(values):
+                    levels.append((value, slots.setdefault((th.id, k), len(slots))))
+                lv_first.append(len(levels))
+            th_first.append(len(rows))
+            for r in version.spec.restorations:
+                if r.kind in _RESTORATIONS:
+                    rests.append(r)
+            r_first.append(len(rests))
+        first = schemes[0]
+        assert isinstance(first, BalanceSchemeSpec)
+
+        def ints(values: Sequence[int]) -> Ints:
+            return np.array(values, dtype=np.int64)
+
         return cls(
-            start=scheme.start,
-            floor=scheme.floor,
-            ceiling=scheme.ceiling,
-            daily_cap=-1 if cap is None else int(cap),
-            mode=np.array([1 if th.mode == "while" else 0 for th in ths], dtype=np.int64),
-            direction=np.array([_DIRECTIONS[th.direction] for th in ths], dtype=np.int64),
-            margin=np.array([th.margin for th in ths], dtype=np.int64),
-            first_level=np.array(offsets, dtype=np.int64),
-            level=np.array([lv.value for ls in levels for lv in ls], dtype=np.int64),
-            threshold_ids=tuple(th.id for th in ths),
-            threshold_kinds=tuple(th.kind for th in ths),
+            versions=listed,
+            effective=ints([to_micros(v.effective_from) for v in listed]),
+            start=first.start,
+            floor=ints([s.floor for s in schemes]),  # type: ignore[union-attr]
+            ceiling=ints([s.ceiling for s in schemes]),  # type: ignore[union-attr]
+            daily_cap=ints([getattr(s, "daily_cap", None) or -1 for s in schemes]),
+            th_first=ints(th_first),
+            th_gid=ints([gid for _, gid in rows]),
+            th_mode=ints([1 if th.mode == "while" else 0 for th, _ in rows]),
+            th_direction=ints([_DIRECTIONS[th.direction] for th, _ in rows]),
+            th_margin=ints([th.margin for th, _ in rows]),
+            th_terminal=np.array([th.terminal for th, _ in rows], dtype=np.bool_),
+            lv_first=ints(lv_first),
+            lv_value=ints([v for v, _ in levels]),
+            lv_slot=ints([s for _, s in levels]),
+            n_slots=len(slots),
+            n_gids=len(gids),
+            r_first=ints(r_first),
+            r_kind=ints([_RESTORATIONS[r.kind] for r in rests]),
+            r_longer=np.array([r.longer_after is not None for r in rests], dtype=np.bool_),
+            r_max_loss=ints([r.max_loss or 0 for r in rests]),
+            threshold_rows=tuple(
+                (th.id, th.kind, tuple(lv.value for lv in th.level_list())) for th, _ in rows
+            ),
         )
+
+    def version_index(self, at_us: Ints) -> Ints:
+        """The index of the version in force at each instant (the first before any)."""
+        return np.maximum(np.searchsorted(self.effective, at_us, side="right") - 1, 0)
 
 
 @dataclass(frozen=True)
 class KernelResult:
-    """Per subject its points; per entry what it applied and whether it counts at as_of; per
-    decision (in the order made) its subject, threshold, level index, instant and figure."""
+    """Per subject its points; per row what it applied and whether it counts at as_of (course
+    rows: 0 and False); per decision (in the order made) its subject, threshold row (of
+    `KernelPack.threshold_rows`), level index and instant."""
 
     points: Ints
     applied: Ints
@@ -124,9 +202,9 @@ class KernelResult:
     decision_threshold: Ints
     decision_level: Ints
     decision_at: Ints
-    decision_figure: Ints
 
 
+# -- the compiled loop ----------------------------------------------------------------------
 @numba.njit(cache=True, inline="always")
 def _beyond(direction: int, figure: int, value: int) -> bool:
     if direction == 0:
@@ -149,43 +227,46 @@ def _back(direction: int, figure: int, value: int, margin: int) -> bool:
     return figure >= value + margin
 
 
+_W = 8  # queue columns: at, phase, sub, key, seq, kind, a, b
+
+
 @numba.njit(cache=True, inline="always")
 def _less(heap: Ints, a: int, b: int) -> bool:
-    """Row a of the heap sorts before row b: (instant, event id rank, order scheduled)."""
-    if heap[a, 0] != heap[b, 0]:
-        return bool(heap[a, 0] < heap[b, 0])
-    if heap[a, 1] != heap[b, 1]:
-        return bool(heap[a, 1] < heap[b, 1])
-    return bool(heap[a, 2] < heap[b, 2])
+    """Row a of the queue sorts before row b: (instant, phase, sub-order, event id, seq)."""
+    for c in range(5):
+        if heap[a, c] != heap[b, c]:
+            return bool(heap[a, c] < heap[b, c])
+    return False
 
 
 @numba.njit(cache=True, inline="always")
 def _swap(heap: Ints, a: int, b: int) -> None:
-    for c in range(heap.shape[1]):
+    for c in range(_W):
         tmp = heap[a, c]
         heap[a, c] = heap[b, c]
         heap[b, c] = tmp
 
 
 @numba.njit(cache=True)
-def _push(heap: Ints, size: int, at: int, key: int, seq: int, row: int) -> int:
+def _push(heap: Ints, size: int, row: Ints) -> Ints:
+    if size >= heap.shape[0]:
+        bigger = np.empty((heap.shape[0] * 2, _W), dtype=np.int64)
+        bigger[:size] = heap[:size]
+        heap = bigger
+    heap[size, :] = row
     j = size
-    heap[j, 0] = at
-    heap[j, 1] = key
-    heap[j, 2] = seq
-    heap[j, 3] = row
     while j > 0:
         parent = (j - 1) // 2
         if not _less(heap, j, parent):
             break
         _swap(heap, j, parent)
         j = parent
-    return size + 1
+    return heap
 
 
 @numba.njit(cache=True)
-def _pop(heap: Ints, size: int) -> int:
-    """Remove the head (row 0); the new size."""
+def _pop(heap: Ints, size: int) -> None:
+    """Remove the head (row 0) of a queue of ``size`` rows."""
     size -= 1
     if size > 0:
         heap[0, :] = heap[size, :]
@@ -200,72 +281,110 @@ def _pop(heap: Ints, size: int) -> int:
                 break
             _swap(heap, j, small)
             j = small
-    return size
+
+
+@numba.njit(cache=True, inline="always")
+def _version_at(effective: Ints, at: int) -> int:
+    lo, hi = 0, effective.shape[0]
+    while lo < hi:  # bisect_right
+        mid = (lo + hi) // 2
+        if at < effective[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo - 1 if lo > 0 else 0
 
 
 @numba.njit(cache=True, nogil=True)
 def _kernel(
     subject_start: Ints,
     first_event: Ints,
+    kind: Ints,
     occurred: Ints,
+    key: Ints,
+    vrow: Ints,
     delta: Ints,
     until: Ints,
     capped: Flags,
     day: Ints,
-    key: Ints,
+    longer: Flags,
+    due: Ints,
+    due_longer: Ints,
+    match: Flags,
+    interval_end: Ints,
+    course_points: Ints,
     as_of: int,
+    effective: Ints,
     start: int,
-    floor: int,
-    ceiling: int,
-    daily_cap: int,
-    mode: Ints,
-    direction: Ints,
-    margin: Ints,
-    first_level: Ints,
-    level: Ints,
+    floor: Ints,
+    ceiling: Ints,
+    daily_cap: Ints,
+    th_first: Ints,
+    th_gid: Ints,
+    th_mode: Ints,
+    th_direction: Ints,
+    th_margin: Ints,
+    th_terminal: Flags,
+    lv_first: Ints,
+    lv_value: Ints,
+    lv_slot: Ints,
+    n_slots: int,
+    n_gids: int,
+    r_first: Ints,
+    r_kind: Ints,
+    r_longer: Flags,
 ) -> tuple[Ints, Ints, Flags, Ints]:
     n_subjects = subject_start.shape[0] - 1
     n = occurred.shape[0]
-    n_th = mode.shape[0]
     points = np.empty(n_subjects, dtype=np.int64)
     applied = np.zeros(n, dtype=np.int64)
     counts = np.zeros(n, dtype=np.bool_)
-    cap_out = 16 + 4 * n_th + n // 4
-    out = np.empty((cap_out, 5), dtype=np.int64)  # subject, threshold, level, at, figure
+    settled = np.zeros(n, dtype=np.bool_)
+    n_th = th_mode.shape[0]
+    out = np.empty((16 + 4 * n_th + n // 4, 4), dtype=np.int64)  # subject, row, level, at
     made = 0
-    armed = np.empty(level.shape[0], dtype=np.bool_)
-    active = np.zeros(n_th, dtype=np.bool_)
-    # The pending expiries of one subject: a binary heap ordered like the reference fold's
-    # queue, (instant, event id rank, order scheduled); the payload is the entry's row.
-    heap = np.empty((max(n, 1), 4), dtype=np.int64)
+    armed = np.empty(max(n_slots, 1), dtype=np.int8)  # -1: not seen yet
+    active = np.zeros(max(n_gids, 1), dtype=np.bool_)
+    heap = np.empty((64, _W), dtype=np.int64)
+    item = np.empty(_W, dtype=np.int64)
     for s in range(n_subjects):
         lo = subject_start[s]
         hi = subject_start[s + 1]
         figure = start
-        for k in range(level.shape[0]):
-            armed[k] = True
-        for t in range(n_th):
-            for k in range(first_level[t], first_level[t + 1]):
-                armed[k] = not _beyond(direction[t], start, level[k])
-            active[t] = False
+        armed[:] = -1
+        for t in range(th_first[0], th_first[1]):  # the first version's levels (fold.start)
+            for k in range(lv_first[t], lv_first[t + 1]):
+                armed[lv_slot[k]] = 0 if _beyond(th_direction[t], start, lv_value[k]) else 1
+        active[:] = False
         size = 0
         seq = 0
+        loss_seq = 0
+        settle_gen = 0
+        is_longer = False
+        terminal = False
+        checked = -1  # the version the thresholds were last checked under
         cap_day = np.int64(-(2**62))
         cap_total = 0
-        if made >= out.shape[0] - n_th - 1:
-            out = _grow(out)
+        last_course_end = np.int64(_DAWN)
         if first_event[s] <= as_of:
-            # The record starts at the subject's first event (fold.start): every threshold
-            # sees the starting figure once, before the event's own entries.
-            made = _check(
+            # The record starts at the first event: every threshold sees the start figure.
+            out, made, checked, terminal = _check(
                 s,
                 first_event[s],
                 start,
-                mode,
-                direction,
-                margin,
-                first_level,
-                level,
+                start,
+                checked,
+                terminal,
+                effective,
+                th_first,
+                th_gid,
+                th_mode,
+                th_direction,
+                th_margin,
+                th_terminal,
+                lv_first,
+                lv_value,
+                lv_slot,
                 armed,
                 active,
                 out,
@@ -273,252 +392,500 @@ def _kernel(
             )
         i = lo
         while True:
-            if made >= out.shape[0] - n_th - 1:
-                out = _grow(out)
-            # The next step: the earliest expiry due by the next entry's instant (an expiry
-            # runs before an event of the same instant), else the entry; nothing after as_of.
-            take_heap = False
+            # The next step: the queue's head when due by the next row's instant (every
+            # queued phase runs before an event of the same instant), else the row.
+            take = False
             if size > 0:
-                take_heap = heap[0, 0] <= (occurred[i] if i < hi else as_of)
-            if not take_heap and i >= hi:
+                take = heap[0, 0] <= (occurred[i] if i < hi else as_of)
+            if not take and i >= hi:
                 break
-            before = figure
-            if take_heap:
+            if take:
                 at = heap[0, 0]
-                row = heap[0, 3]
-                size = _pop(heap, size)
-                after = figure - applied[row]
-                counts[row] = False
+                what = heap[0, 5]
+                a = heap[0, 6]
+                b = heap[0, 7]
+                _pop(heap, size)
+                size -= 1
+                v = _version_at(effective, at)
+                before = figure
+                moves = True
+                if what == _EXPIRE:
+                    if settled[a]:
+                        continue
+                    target = figure - applied[a]
+                    settled[a] = True
+                    counts[a] = False
+                elif what == _CLEAN:
+                    if a != loss_seq or terminal:
+                        continue
+                    target = ceiling[v]
+                    settle_gen += 1
+                    for j in range(lo, i):
+                        if kind[j] == 0 and delta[j] < 0 and not settled[j]:
+                            settled[j] = True
+                            counts[j] = False
+                elif what in (_SMALL, _RETURN):
+                    clock = loss_seq if what == _SMALL else settle_gen
+                    if a != clock or terminal or settled[b]:
+                        continue
+                    target = figure - applied[b]
+                    settled[b] = True
+                    counts[b] = False
+                else:  # _COURSE: row a, credited unless refused (fold.course)
+                    moves = not terminal and occurred[a] >= last_course_end and figure > floor[v]
+                    target = figure + course_points[a]
+                    if moves:
+                        last_course_end = interval_end[a]
+                # fold.move: step-wise clamping; at the ceiling the longer delay is spent. (A
+                # refused course does not move: a figure above a new ceiling stays there.)
+                if moves:
+                    if target > ceiling[v]:
+                        target = ceiling[v]
+                    if target < floor[v]:
+                        target = floor[v]
+                    if target == ceiling[v]:
+                        is_longer = False
+                    figure = target
             else:
-                at = occurred[i]
                 row = i
                 i += 1
+                at = occurred[row]
+                v = vrow[row]
+                if kind[row] == 1:
+                    # A course event: its credit is queued (restoration phase, sub-order 3).
+                    item[0] = due[row, 0]  # the credit's instant (make_columns)
+                    item[1] = 1
+                    item[2] = 3
+                    item[3] = key[row]
+                    item[4] = seq
+                    item[5] = _COURSE
+                    item[6] = row
+                    item[7] = 0
+                    seq += 1
+                    heap = _push(heap, size, item)
+                    size += 1
+                    continue
+                before = figure
                 allowed = delta[row]
-                if capped[row] and daily_cap >= 0:
+                if capped[row] and daily_cap[v] >= 0:
                     if day[row] != cap_day:
                         cap_day = day[row]
                         cap_total = 0
                     if allowed > 0:
-                        room = daily_cap - cap_total
+                        room = daily_cap[v] - cap_total
                         if room < allowed:
                             allowed = room if room > 0 else 0
                     cap_total += allowed
-                after = figure + allowed
+                target = figure + allowed
+                if target > ceiling[v]:
+                    target = ceiling[v]
+                if target < floor[v]:
+                    target = floor[v]
+                if target == ceiling[v]:
+                    is_longer = False
+                applied[row] = target - figure
+                figure = target
                 counts[row] = True
                 if until[row] != NEVER:
-                    due = until[row] if until[row] > at else at
-                    size = _push(heap, size, due, key[row], seq, row)
+                    item[0] = until[row] if until[row] > at else at
+                    item[1] = 0
+                    item[2] = 0
+                    item[3] = key[row]
+                    item[4] = seq
+                    item[5] = _EXPIRE
+                    item[6] = row
+                    item[7] = 0
                     seq += 1
-            if after > ceiling:  # step-wise clamping, as fold.move
-                after = ceiling
-            if after < floor:
-                after = floor
-            if not take_heap:
-                applied[row] = after - figure
-            figure = after
-            if figure != before:
-                made = _check(
-                    s,
-                    at,
-                    figure,
-                    mode,
-                    direction,
-                    margin,
-                    first_level,
-                    level,
-                    armed,
-                    active,
-                    out,
-                    made,
-                )
+                    heap = _push(heap, size, item)
+                    size += 1
+                if delta[row] < 0:
+                    # fold.on_loss: a new loss restarts the clocks of its version.
+                    loss_seq += 1
+                    if longer[row]:
+                        is_longer = True
+                    for r in range(r_first[v], r_first[v + 1]):
+                        c = r - r_first[v]
+                        rk = r_kind[r]
+                        if rk == 0:
+                            item[0] = (
+                                due_longer[row, c] if is_longer and r_longer[r] else due[row, c]
+                            )
+                            item[6] = loss_seq
+                        elif applied[row] < 0 and match[row, c]:
+                            item[0] = due[row, c]
+                            item[6] = loss_seq if rk == 1 else settle_gen
+                        else:
+                            continue
+                        item[1] = 1
+                        item[2] = rk
+                        item[3] = key[row]
+                        item[4] = seq
+                        item[5] = _CLEAN + rk
+                        item[7] = row
+                        seq += 1
+                        heap = _push(heap, size, item)
+                        size += 1
+            out, made, checked, terminal = _check(
+                s,
+                at,
+                before,
+                figure,
+                checked,
+                terminal,
+                effective,
+                th_first,
+                th_gid,
+                th_mode,
+                th_direction,
+                th_margin,
+                th_terminal,
+                lv_first,
+                lv_value,
+                lv_slot,
+                armed,
+                active,
+                out,
+                made,
+            )
         points[s] = figure
     return points, applied, counts, out[:made]
-
-
-@numba.njit(cache=True)
-def _grow(out: Ints) -> Ints:
-    bigger = np.empty((out.shape[0] * 2, out.shape[1]), dtype=np.int64)
-    bigger[: out.shape[0]] = out
-    return bigger
 
 
 @numba.njit(cache=True)
 def _check(
     s: int,
     at: int,
+    before: int,
     figure: int,
-    mode: Ints,
-    direction: Ints,
-    margin: Ints,
-    first_level: Ints,
-    level: Ints,
-    armed: Flags,
+    checked: int,
+    terminal: bool,
+    effective: Ints,
+    th_first: Ints,
+    th_gid: Ints,
+    th_mode: Ints,
+    th_direction: Ints,
+    th_margin: Ints,
+    th_terminal: Flags,
+    lv_first: Ints,
+    lv_value: Ints,
+    lv_slot: Ints,
+    armed: npt.NDArray[np.int8],
     active: Flags,
     out: Ints,
     made: int,
-) -> int:
-    """Every threshold sees the step's figure, in pack order (fold.check_thresholds; a
-    threshold whose levels the step did not pass keeps its state, so looking at all of them
-    gives what looking at those the step met gives)."""
-    for t in range(mode.shape[0]):
-        d = direction[t]
-        if mode[t] == 0:
+) -> tuple[Ints, int, int, bool]:
+    """fold.check_thresholds: the thresholds of the version in force see the step's figure,
+    in pack order; nothing moved and no new version in force: nothing to see. (A threshold
+    the step did not pass keeps its state, so looking at all of the version's gives what
+    looking at those the step met gives.)"""
+    v = _version_at(effective, at)
+    full = v != checked
+    if figure == before and not full:
+        return out, made, checked, terminal
+    if made + (th_first[v + 1] - th_first[v]) >= out.shape[0]:
+        bigger = np.empty((out.shape[0] * 2 + th_first[v + 1], 4), dtype=np.int64)
+        bigger[:made] = out[:made]
+        out = bigger
+    for t in range(th_first[v], th_first[v + 1]):
+        d = th_direction[t]
+        if th_mode[t] == 0:
             best = -1
-            for k in range(first_level[t], first_level[t + 1]):
-                if armed[k] and _beyond(d, figure, level[k]):
-                    armed[k] = False
-                    # The furthest level reached; the first of equal ones.
-                    if best < 0 or (level[k] > level[best] if d < 2 else level[k] < level[best]):
+            for k in range(lv_first[t], lv_first[t + 1]):
+                slot = lv_slot[k]
+                state = armed[slot]
+                is_armed = (not _beyond(d, before, lv_value[k])) if state < 0 else state == 1
+                if is_armed and _beyond(d, figure, lv_value[k]):
+                    armed[slot] = 0
+                    # The furthest level reached (levels are distinct).
+                    if best < 0 or (
+                        lv_value[k] > lv_value[best] if d < 2 else lv_value[k] < lv_value[best]
+                    ):
                         best = k
-                elif not armed[k] and _back(d, figure, level[k], margin[t]):
-                    armed[k] = True
+                elif not is_armed and _back(d, figure, lv_value[k], th_margin[t]):
+                    armed[slot] = 1
+                else:
+                    armed[slot] = 1 if is_armed else 0
             if best >= 0:
                 out[made, 0] = s
                 out[made, 1] = t
-                out[made, 2] = best - first_level[t]
+                out[made, 2] = best - lv_first[t]
                 out[made, 3] = at
-                out[made, 4] = figure
                 made += 1
+                if th_terminal[t]:
+                    terminal = True
         else:
-            value = level[first_level[t]]
-            if active[t]:
-                if _back(d, figure, value, margin[t]):
-                    active[t] = False
+            g = th_gid[t]
+            value = lv_value[lv_first[t]]
+            if active[g]:
+                if _back(d, figure, value, th_margin[t]):
+                    active[g] = False
             elif _beyond(d, figure, value):
-                active[t] = True
+                active[g] = True
                 out[made, 0] = s
                 out[made, 1] = t
                 out[made, 2] = 0
                 out[made, 3] = at
-                out[made, 4] = figure
                 made += 1
-    return made
+                if th_terminal[t]:
+                    terminal = True
+    return out, made, v, terminal
 
 
-def fold_population(
-    pack: KernelPack,
-    subject_start: Ints,
-    first_event: Ints,
-    occurred: Ints,
-    delta: Ints,
-    until: Ints,
-    capped: Flags,
-    day: Ints,
-    key: Ints,
-    as_of: int,
-) -> KernelResult:
-    """Fold every subject's entries under ``pack`` as of ``as_of`` (microseconds, UTC).
+# -- columns ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Row:
+    """One step of a subject's fold as the column builders give it: an entry (``rule_id``
+    set) or a course event (``rule_id`` None)."""
 
-    Rows are entries, subject after subject (``subject_start``: where each subject's rows
-    begin, plus the end), each subject's in the reference fold's order: by instant, event id,
-    then the rule's place in the pack; only entries that occurred by ``as_of``. ``first_event``
-    is each subject's first event by ``as_of`` (an event with no entry starts the record too).
-    ``until`` is an entry's counts_until (``NEVER`` if none), ``day`` its local day number in
-    the pack's time zone, ``key`` the rank of its event id (orders expiries of one instant).
-    """
-    points, applied, counts, made = _kernel(
-        subject_start,
-        first_event,
-        occurred,
-        delta,
-        until,
-        capped,
-        day,
-        key,
-        as_of,
-        pack.start,
-        pack.floor,
-        pack.ceiling,
-        pack.daily_cap,
-        pack.mode,
-        pack.direction,
-        pack.margin,
-        pack.first_level,
-        pack.level,
-    )
-    return KernelResult(
-        points,
-        applied,
-        counts,
-        made[:, 0].copy(),
-        made[:, 1].copy(),
-        made[:, 2].copy(),
-        made[:, 3].copy(),
-        made[:, 4].copy(),
-    )
+    subject: int
+    occurred_us: int
+    key: int  # the rank of its event id among the subject's (any consistent rank will do)
+    event_type: str
+    rule_id: str | None
+    delta: int
+    until_us: int | None
+    capped: bool
 
 
 @dataclass(frozen=True)
 class Columns:
-    """A population's entries as the kernel reads them (see `fold_population`), with each
-    row's rule id."""
+    """A population's steps as the kernel reads them, in the fold's order."""
 
     subject_start: Ints
     first_event: Ints
+    kind: Ints
     occurred: Ints
+    key: Ints
+    vrow: Ints
     delta: Ints
     until: Ints
     capped: Flags
     day: Ints
-    key: Ints
-    rule_ids: list[str]
+    longer: Flags
+    due: Ints
+    due_longer: Ints
+    match: Flags
+    interval_end: Ints
+    course_points: Ints
+    rule_ids: list[str | None]
 
-    def fold(self, pack: KernelPack, as_of: datetime) -> KernelResult:
-        return fold_population(
-            pack,
+    def fold(self, pack: KernelPack, as_of: datetime | int) -> KernelResult:
+        """Fold every subject as of ``as_of`` (an instant, or microseconds since the epoch)."""
+        when = as_of if isinstance(as_of, int) else to_micros(as_of)
+        points, applied, counts, made = _kernel(
             self.subject_start,
             self.first_event,
+            self.kind,
             self.occurred,
+            self.key,
+            self.vrow,
             self.delta,
             self.until,
             self.capped,
             self.day,
-            self.key,
-            to_micros(as_of),
+            self.longer,
+            self.due,
+            self.due_longer,
+            self.match,
+            self.interval_end,
+            self.course_points,
+            when,
+            pack.effective,
+            pack.start,
+            pack.floor,
+            pack.ceiling,
+            pack.daily_cap,
+            pack.th_first,
+            pack.th_gid,
+            pack.th_mode,
+            pack.th_direction,
+            pack.th_margin,
+            pack.th_terminal,
+            pack.lv_first,
+            pack.lv_value,
+            pack.lv_slot,
+            pack.n_slots,
+            pack.n_gids,
+            pack.r_first,
+            pack.r_kind,
+            pack.r_longer,
+        )
+        return KernelResult(
+            points,
+            applied,
+            counts,
+            made[:, 0].copy(),
+            made[:, 1].copy(),
+            made[:, 2].copy(),
+            made[:, 3].copy(),
         )
 
 
-def columns_of(
-    version: PackVersion, histories: Sequence[Sequence[Event]], as_of: datetime
+def _later(memo: dict[tuple[int, Duration], int], tz: Any) -> Callable[[int, Duration], int]:
+    def later(us: int, duration: Duration) -> int:
+        found = memo.get((us, duration))
+        if found is None:
+            moved = add_duration(_EPOCH + timedelta(microseconds=us), duration, tz)
+            found = memo[(us, duration)] = to_micros(moved)
+        return found
+
+    return later
+
+
+def make_columns(
+    pack: KernelPack,
+    n_subjects: int,
+    first_event: Sequence[int],
+    subject: Ints,
+    kind: Ints,
+    occurred: Ints,
+    key: Ints,
+    event_types: Sequence[str],
+    rule_ids: Sequence[str | None],
+    delta: Ints,
+    until: Ints,
+    capped: Flags,
 ) -> Columns:
-    """The kernel's columns for each subject's events (one sequence per subject), judged
-    under ``version`` one event at a time (an erased event keeps the entries it was given).
-    The column builder for small populations and tests; bulk callers build the same columns
-    from stored rows."""
-    starts = [0]
+    """The kernel's columns from steps already in the fold's order (subject, instant, event id,
+    then the event's entries in pack order, then its course credit if any): ``kind`` 0 for an
+    entry, 1 for a course event; ``until`` NEVER where an entry has no end of its own. Works
+    out what depends on the versions: the version in force, the local day of the daily cap,
+    when each restoration a loss starts falls due, whether it applies, and course credits."""
+    n = len(occurred)
+    versions = pack.versions
+    tz = versions[0].tz
+    vrow = pack.version_index(occurred) if n else np.zeros(0, dtype=np.int64)
+    if tz.key in ("UTC", "Etc/UTC"):
+        day = occurred // _DAY_US
+    else:
+        days: dict[int, int] = {}
+        day = np.empty(n, dtype=np.int64)
+        for j, us in enumerate(occurred.tolist()):
+            known = days.get(us)
+            if known is None:
+                known = days[us] = local_date(_EPOCH + timedelta(microseconds=us), tz).toordinal()
+            day[j] = known
+    width = max(1, int(np.max(np.diff(pack.r_first))) if len(pack.r_first) > 1 else 1)
+    due = np.full((n, width), NEVER, dtype=np.int64)
+    due_longer = np.full((n, width), NEVER, dtype=np.int64)
+    match = np.zeros((n, width), dtype=np.bool_)
+    longer = np.zeros(n, dtype=np.bool_)
+    interval_end = np.full(n, _DAWN, dtype=np.int64)
+    course_points = np.zeros(n, dtype=np.int64)
+    later = _later({}, tz)
+    tags_of = [
+        {r.id: r.tags for rules in v.rules_by_event.values() for r in rules} for v in versions
+    ]
+    longer_tags = [frozenset(t for r in v.restorations for t in r.longer_if_tags) for v in versions]
+    courses = course_types(versions)
+    rests = [[r for r in v.restorations if r.kind in _RESTORATIONS] for v in versions]
+    losses = np.flatnonzero((kind == 0) & (delta < 0))
+    for j in losses.tolist():
+        v = int(vrow[j])
+        rule = rule_ids[j]
+        tags = tags_of[v].get(rule, frozenset()) if rule is not None else frozenset()
+        longer[j] = not longer_tags[v].isdisjoint(tags)
+        at = int(occurred[j])
+        for c, r in enumerate(rests[v]):
+            assert r.after is not None
+            due[j, c] = later(at, r.after)
+            if r.kind == "clean-period":
+                if r.longer_after is not None:
+                    due_longer[j, c] = later(at, r.longer_after)
+            elif r.kind == "small-loss":
+                match[j, c] = r.max_loss is not None and -int(delta[j]) <= r.max_loss
+            else:
+                match[j, c] = not tags.isdisjoint(r.tags)
+    for j in np.flatnonzero(kind == 1).tolist():
+        v = int(vrow[j])
+        course = courses[v][event_types[j]]
+        at = int(occurred[j])
+        due[j, 0] = at if course.delay is None else later(at, course.delay)
+        if course.min_interval is not None:
+            interval_end[j] = later(at, course.min_interval)
+        course_points[j] = course.points
+    starts = np.searchsorted(subject, np.arange(n_subjects + 1)).astype(np.int64)
+    return Columns(
+        subject_start=starts,
+        first_event=np.asarray(first_event, dtype=np.int64),
+        kind=kind.astype(np.int64),
+        occurred=occurred.astype(np.int64),
+        key=key.astype(np.int64),
+        vrow=vrow.astype(np.int64),
+        delta=delta.astype(np.int64),
+        until=until.astype(np.int64),
+        capped=capped.astype(np.bool_),
+        day=day.astype(np.int64),
+        longer=longer,
+        due=due,
+        due_longer=due_longer,
+        match=match,
+        interval_end=interval_end,
+        course_points=course_points,
+        rule_ids=list(rule_ids),
+    )
+
+
+def course_types(versions: Sequence[PackVersion]) -> list[dict[str, Any]]:
+    """Per version, the event types that credit a course (the first course restoration)."""
+    out = []
+    for v in versions:
+        found: dict[str, Any] = {}
+        for r in v.restorations:
+            if r.kind == "course" and r.event is not None:
+                found.setdefault(r.event, r)
+        out.append(found)
+    return out
+
+
+def columns_of(pack: KernelPack, histories: Sequence[Sequence[Event]], as_of: datetime) -> Columns:
+    """The kernel's columns for each subject's events (one sequence per subject), judged one
+    event at a time under the version in force at its date (an erased event keeps the entries
+    it was given). The builder for small populations and tests; bulk callers build the same
+    columns from stored rows."""
+    versions = pack.versions
+    courses = course_types(versions)
     first: list[int] = []
-    rows: list[tuple[int, int, int, int, bool, int, str]] = []
-    for events in histories:
+    subject, kind, occurred, key, types, rules, delta, until, capped = ([] for _ in range(9))
+    for s, events in enumerate(histories):
         ordered = sorted((e for e in events if e.occurred_at <= as_of), key=Event.sort_key)
         first.append(to_micros(ordered[0].occurred_at) if ordered else NEVER)
         ranks = {eid: k for k, eid in enumerate(sorted(e.id for e in ordered))}
         for e in ordered:
+            at = to_micros(e.occurred_at)
+            v = int(pack.version_index(np.array([at], dtype=np.int64))[0])
+            version = versions[v]
             entries = list(e.judged) if e.judged is not None else judge(e, version)
-            for n in entries:
-                rows.append(
-                    (
-                        to_micros(n.occurred_at),
-                        n.delta,
-                        NEVER if n.counts_until is None else to_micros(n.counts_until),
-                        ranks[e.id],
-                        n.daily_cap,
-                        local_date(n.occurred_at, version.tz).toordinal(),
-                        n.rule_id,
-                    )
-                )
-        starts.append(len(rows))
+            steps: list[tuple[int, str | None, int, datetime | None, bool]] = [
+                (0, n.rule_id, n.delta, n.counts_until, n.daily_cap) for n in entries
+            ]
+            if e.type in courses[v]:
+                steps.append((1, None, 0, None, False))
+            for k, rule, points, end, cap in steps:
+                subject.append(s)
+                kind.append(k)
+                occurred.append(at)
+                key.append(ranks[e.id])
+                types.append(e.type)
+                rules.append(rule)
+                delta.append(points)
+                until.append(NEVER if end is None else to_micros(end))
+                capped.append(cap)
 
-    def col(k: int) -> Ints:
-        return np.array([r[k] for r in rows], dtype=np.int64)
+    def ints(values: list[Any]) -> Ints:
+        return np.array(values, dtype=np.int64)
 
-    return Columns(
-        subject_start=np.array(starts, dtype=np.int64),
-        first_event=np.array(first, dtype=np.int64),
-        occurred=col(0),
-        delta=col(1),
-        until=col(2),
-        key=col(3),
-        capped=np.array([r[4] for r in rows], dtype=np.bool_),
-        day=col(5),
-        rule_ids=[r[6] for r in rows],
+    return make_columns(
+        pack,
+        len(histories),
+        first,
+        ints(subject),
+        ints(kind),
+        ints(occurred),
+        ints(key),
+        types,
+        rules,
+        ints(delta),
+        ints(until),
+        np.array(capped, dtype=np.bool_),
     )
