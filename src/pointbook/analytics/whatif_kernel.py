@@ -205,15 +205,14 @@ def _slice(rows: pl.DataFrame, sides: _Sides, when_us: int) -> Slice:
     ev_b = pub.version_index(events["occurred_us"].to_numpy())
     ev_a = cand.version_index(events["occurred_us"].to_numpy())
     events = events.with_columns(pl.Series("vb", ev_b), pl.Series("va", ev_a))
-    reuse = pl.Series(
-        "reuse",
-        [
-            bool(erased) or (int(b), int(a), t) in sides.same
-            for erased, b, a, t in zip(events["erased"], ev_b, ev_a, events["type"], strict=True)
-        ],
-        dtype=pl.Boolean,
+    same = pl.DataFrame(
+        sorted(sides.same),
+        schema={"vb": pl.Int64, "va": pl.Int64, "type": pl.String},
+        orient="row",
+    ).with_columns(pl.lit(True).alias("reuse"))
+    events = events.join(same, on=["vb", "va", "type"], how="left").with_columns(
+        (pl.col("reuse").fill_null(False) | pl.col("erased")).alias("reuse")
     )
-    events = events.with_columns(reuse)
     kept_ids = events.filter(pl.col("reuse")).select("event_id")
     kept = stored.join(kept_ids, on="event_id", how="semi")
     kept_b = pub.version_index(kept["occurred_us"].to_numpy())
@@ -246,13 +245,20 @@ def _positioned(
 ) -> pl.DataFrame:
     """Stored entries as steps: each at its rule's place in the pack of the version in force
     at its date (an erased event's entries, read back from the store, in rule id order)."""
-    place = np.empty(entries.height, dtype=np.int64)
-    rules = entries["rule_id"].to_list()
-    erased = entries["erased"].to_list()
-    orders = [{r.id: k for k, r in enumerate(v.spec.rules)} for v in versions]
-    by_id = [{rid: k for k, rid in enumerate(sorted(o))} for o in orders]
-    for j, (rid, gone, v) in enumerate(zip(rules, erased, version_of.tolist(), strict=True)):
-        place[j] = (by_id[v] if gone else orders[v]).get(rid, -1)
+    found = []
+    for v, version in enumerate(versions):
+        ids = [r.id for r in version.spec.rules]
+        rank = {rid: k for k, rid in enumerate(sorted(ids))}
+        found += [(v, rid, k, rank[rid]) for k, rid in enumerate(ids)]
+    places = pl.DataFrame(
+        found,
+        schema={"v": pl.Int64, "rule_id": pl.String, "live": pl.Int64, "by_id": pl.Int64},
+        orient="row",
+    )
+    entries = entries.with_columns(pl.Series("v", version_of, dtype=pl.Int64)).join(
+        places, on=["v", "rule_id"], how="left", maintain_order="left"
+    )
+    place = pl.when(pl.col("erased")).then(pl.col("by_id")).otherwise(pl.col("live")).fill_null(-1)
     return entries.select(
         "s",
         "event_id",
@@ -265,7 +271,7 @@ def _positioned(
         "until",
         "capped",
         pl.lit(0, dtype=pl.Int64).alias("kind"),
-        pl.Series("pos", place, dtype=pl.Int64),
+        place.alias("pos"),
     )
 
 

@@ -780,22 +780,31 @@ def make_columns(
     courses = course_types(versions)
     rests = [[r for r in v.restorations if r.kind in _RESTORATIONS] for v in versions]
     losses = np.flatnonzero((kind == 0) & (delta < 0))
-    for j in losses.tolist():
-        v = int(vrow[j])
-        rule = rule_ids[j]
-        tags = tags_of[v].get(rule, frozenset()) if rule is not None else frozenset()
-        longer[j] = not longer_tags[v].isdisjoint(tags)
-        at = int(occurred[j])
+    rules = np.array([r or "" for r in rule_ids], dtype=object)
+    for v in range(len(versions)):
+        # Vectorised per version: what a loss starts depends on its rule (tags), its points
+        # and its instant, each worked out once per distinct value.
+        rows = losses[vrow[losses] == v]
+        if not len(rows):
+            continue
+        names, which = np.unique(rules[rows], return_inverse=True)
+        tags = [tags_of[v].get(name, frozenset()) for name in names]
+        longer[rows] = np.array([not longer_tags[v].isdisjoint(t) for t in tags])[which]
+        instants, when = np.unique(occurred[rows], return_inverse=True)
         for c, r in enumerate(rests[v]):
             assert r.after is not None
-            due[j, c] = later(at, r.after)
+            after = r.after
+            due[rows, c] = np.array([later(int(u), after) for u in instants], dtype=np.int64)[when]
             if r.kind == "clean-period":
                 if r.longer_after is not None:
-                    due_longer[j, c] = later(at, r.longer_after)
+                    slower = r.longer_after
+                    due_longer[rows, c] = np.array(
+                        [later(int(u), slower) for u in instants], dtype=np.int64
+                    )[when]
             elif r.kind == "small-loss":
-                match[j, c] = r.max_loss is not None and -int(delta[j]) <= r.max_loss
+                match[rows, c] = -delta[rows] <= (r.max_loss or 0)
             else:
-                match[j, c] = not tags.isdisjoint(r.tags)
+                match[rows, c] = np.array([not t.isdisjoint(r.tags) for t in tags])[which]
     for j in np.flatnonzero(kind == 1).tolist():
         v = int(vrow[j])
         course = courses[v][event_types[j]]
