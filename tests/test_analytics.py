@@ -19,6 +19,7 @@ from pointbook.analytics.oversight import oversight
 from pointbook.analytics.privacy import Cell, protect
 from pointbook.analytics.report import population_report, report_html
 from pointbook.analytics.whatif import run_whatif, whatif_html, whatif_view
+from pointbook.analytics.whatif_kernel import decision_id, population_scores
 from pointbook.cli import app
 from pointbook.engine import evaluate_subject
 from pointbook.intake import EventIn, RawRecord
@@ -612,6 +613,21 @@ def test_whatif_by_the_kernel_on_the_french_licence(store_factory: Any) -> None:
     published = led.versions("fr-driving")
     assert [v.text != w.text for v, w in zip(harsher, published, strict=True)] == [True, True]
     as_of = datetime(2026, 1, 1, tzinfo=UTC)
+    # The published side alone (bench recompute's compiled re-score): each subject's points
+    # and decisions as the fold gives them.
+    plain = [s for s in led.store.subjects("fr-driving") if s not in {e.subject for e in contested}]
+    scored = {}
+    for names, side in population_scores(
+        led.store, "fr-driving", published, plain, as_of, chunk=33
+    ):
+        ids = {n: set() for n in names}
+        for row in side.decisions.iter_rows(named=True):
+            ids[names[row["s"]]].add(decision_id("fr-driving", names[row["s"]], row))
+        scored.update({n: (int(side.points[k]), ids[n]) for k, n in enumerate(names)})
+    assert len(scored) == len(plain)
+    for subject in plain:
+        st = led.state("fr-driving", subject, as_of)
+        assert scored[subject] == (st.points, {d.id for d in st.decisions}), subject
     for cand in (moved, harsher):
         fast = run_whatif(led, "fr-driving", cand, as_of=as_of, kernel_chunk=40)
         slow = run_whatif(led, "fr-driving", cand, as_of=as_of, use_kernel=False)

@@ -119,6 +119,14 @@ def test_recompute_reports_every_figure(runs: dict[str, dict[str, Any]]) -> None
     assert r["subjects_per_s"] == pytest.approx(r["subjects"] / r["seconds"])
     assert r["ratio_to_groupby"] > 0
     assert r["ratio_to_groupby"] == pytest.approx(r["subjects_per_s"] / r["groupby_subjects_per_s"])
+    # The compiled re-score covers both reference packs and gives every subject's points as
+    # Ledger.states does.
+    assert r["kernel_domains"] == ["forum", "fr-driving"]
+    assert r["kernel_same_points"] is True
+    assert r["kernel_seconds"] > 0
+    assert r["kernel_ratio_to_groupby"] == pytest.approx(
+        r["kernel_subjects_per_s"] / r["groupby_subjects_per_s"]
+    )
 
 
 def test_ingest_on_postgres(tmp_path: Path, pg_url: str) -> None:

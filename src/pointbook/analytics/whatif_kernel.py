@@ -40,7 +40,14 @@ from pointbook.engine.kernel import NEVER, KernelPack, course_types, make_column
 from pointbook.rules.pack import PackVersion
 from pointbook.store.base import Store
 
-__all__ = ["Side", "Slice", "decision_id", "kernel_eligible", "kernel_sides"]
+__all__ = [
+    "Side",
+    "Slice",
+    "decision_id",
+    "kernel_eligible",
+    "kernel_sides",
+    "population_scores",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ROW_SCHEMA: dict[str, Any] = {
@@ -153,6 +160,44 @@ def kernel_sides(
         )
     )
 
+    for rows in _read_ahead(store, domain, subjects, since, until, types, chunk):
+        yield _slice(rows, sides, when_us)
+
+
+def population_scores(
+    store: Store,
+    domain: str,
+    versions: Sequence[PackVersion],
+    subjects: Sequence[str],
+    when: datetime,
+    chunk: int = 10_000,
+) -> Iterator[tuple[list[str], Side]]:
+    """Every one of ``subjects`` re-scored as of ``when`` from its stored entries by the
+    compiled fold, a slice at a time: the names and their `Side` (points, entries, decisions).
+    For subjects without appeals, under versions `kernel.unsupported` accepts."""
+    pack = KernelPack.of(versions)
+    when_us = to_micros(when)
+    for rows in _read_ahead(store, domain, subjects, None, None, [], chunk):
+        names, events, first, stored = _prepare(rows, when_us)
+        at = pack.version_index(stored["occurred_us"].to_numpy())
+        steps = pl.concat(
+            [_positioned(stored, at, pack.versions), _courses(events, pack)],
+            how="vertical_relaxed",
+        )
+        yield names, _fold(pack, _sorted(steps), first, len(names), when_us)
+
+
+def _read_ahead(
+    store: Store,
+    domain: str,
+    subjects: Sequence[str],
+    since: int | None,
+    until: int | None,
+    types: Sequence[str],
+    chunk: int,
+) -> Iterator[pl.DataFrame]:
+    """The stored rows of ``subjects``, ``chunk`` subjects at a time (empty slices skipped)."""
+
     def read(part: Sequence[str]) -> pl.DataFrame:
         found = store.population_rows(domain, part, since, until, types)
         return pl.DataFrame(found, schema=_ROW_SCHEMA, orient="row").with_columns(
@@ -163,17 +208,21 @@ def kernel_sides(
     # The next slice is read while this one is folded: the store's connection is used by the
     # reading thread only, one read at a time; the fold releases the GIL (numba nogil), so
     # reading and folding share the two cores.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="whatif-read") as pool:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel-read") as pool:
         ahead = pool.submit(read, parts[0]) if parts else None
         for k in range(len(parts)):
             assert ahead is not None
             rows = ahead.result()
             ahead = pool.submit(read, parts[k + 1]) if k + 1 < len(parts) else None
             if not rows.is_empty():
-                yield _slice(rows, sides, when_us)
+                yield rows
 
 
-def _slice(rows: pl.DataFrame, sides: _Sides, when_us: int) -> Slice:
+def _prepare(
+    rows: pl.DataFrame, when_us: int
+) -> tuple[list[str], pl.DataFrame, np.ndarray[Any, np.dtype[np.int64]], pl.DataFrame]:
+    """A slice's subject names, its events by as_of, each subject's first event and the
+    stored entries, with each row's subject index and event id rank."""
     names = rows["subject"].unique(maintain_order=True).to_list()
     index = pl.DataFrame({"subject": names, "s": np.arange(len(names), dtype=np.int64)})
     rows = rows.join(index, on="subject", how="left").filter(pl.col("occurred_us") <= when_us)
@@ -190,7 +239,11 @@ def _slice(rows: pl.DataFrame, sides: _Sides, when_us: int) -> Slice:
         .fill_null(NEVER)
         .to_numpy()
     )
-    stored = rows.filter(pl.col("rule_id").is_not_null())
+    return names, events, first, rows.filter(pl.col("rule_id").is_not_null())
+
+
+def _slice(rows: pl.DataFrame, sides: _Sides, when_us: int) -> Slice:
+    names, events, first, stored = _prepare(rows, when_us)
     pub, cand = sides.published, sides.candidate
     stored_b = pub.version_index(stored["occurred_us"].to_numpy())
     base = pl.concat(

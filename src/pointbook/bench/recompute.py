@@ -9,6 +9,12 @@ columnar path could reach, not an equivalent.
 
 ``jobs`` worker processes fold the subjects (the ledger's default: $POINTBOOK_JOBS, else
 1); they are started by the ingest's decision refresh, before the clock starts.
+
+A second engine figure, in the same run: the compiled re-score (`population_scores`, the
+kernel of what-if) over the domains whose packs it models, the others by `Ledger.states`
+(`kernel_…` fields). It gives each subject's points, entries counting and decisions, not the
+explanations `Ledger.states` builds; `kernel_same_points` says whether every subject's points
+equal the ones `Ledger.states` gave.
 """
 
 from __future__ import annotations
@@ -21,9 +27,13 @@ from typing import Any
 
 import polars as pl
 
+from pointbook.analytics.whatif_kernel import population_scores
 from pointbook.bench import fresh_store, generate_workload, open_ledger, peak_rss_mb, write_workload
 from pointbook.dates import to_micros
+from pointbook.engine import evaluate_subject
+from pointbook.engine.kernel import unsupported
 from pointbook.intake import read_records
+from pointbook.ledger import Ledger
 from pointbook.store.base import Store
 
 __all__ = ["DEFAULT_AS_OF", "groupby_sums", "run_recompute"]
@@ -70,10 +80,14 @@ def run_recompute(
 
             t0 = time.perf_counter()
             scored = 0
+            points: dict[tuple[str, str], int] = {}
             for domain in store.domains():
-                for _state in ledger.states(domain, as_of):
+                for state in ledger.states(domain, as_of):
                     scored += 1
+                    points[(domain, state.subject)] = state.points
             seconds = time.perf_counter() - t0
+            kernel = _kernel_rescore(ledger, as_of)
+            kernel["kernel_same_points"] = kernel.pop("points") == points
             rss = peak_rss_mb()  # before the baseline reads its own rows
             used_jobs = ledger.jobs
 
@@ -103,5 +117,44 @@ def run_recompute(
         "groupby_seconds": groupby_seconds,
         "groupby_subjects_per_s": groupby_per_s,
         "ratio_to_groupby": subjects_per_s / groupby_per_s,
+        "kernel_domains": kernel["kernel_domains"],
+        "kernel_seconds": kernel["kernel_seconds"],
+        "kernel_subjects_per_s": kernel["kernel_subjects"] / kernel["kernel_seconds"],
+        "kernel_ratio_to_groupby": kernel["kernel_subjects"]
+        / kernel["kernel_seconds"]
+        / groupby_per_s,
+        "kernel_same_points": kernel["kernel_same_points"],
         "peak_rss_mb": rss,
+    }
+
+
+def _kernel_rescore(ledger: Ledger, as_of: datetime) -> dict[str, Any]:
+    """Every subject re-scored by the compiled fold where the domain's packs allow it (and
+    the subject has no appeal), by `Ledger.states` otherwise; timed, with the points."""
+    points: dict[tuple[str, str], int] = {}
+    kernel_domains = []
+    t0 = time.perf_counter()
+    for domain in ledger.store.domains():
+        versions = ledger.require_domain(domain)
+        if unsupported(versions) is not None:
+            for state in ledger.states(domain, as_of):
+                points[(domain, state.subject)] = state.points
+            continue
+        kernel_domains.append(domain)
+        contested = ledger.store.appeals(domain)
+        everyone = ledger.store.subjects(domain)
+        plain = [s for s in everyone if s not in contested]
+        for names, side in population_scores(ledger.store, domain, versions, plain, as_of):
+            points.update(((domain, n), int(p)) for n, p in zip(names, side.points, strict=True))
+        rest = [s for s in everyone if s in contested]
+        for subject, events, aps in ledger.histories(domain, subjects=rest):
+            points[(domain, subject)] = evaluate_subject(
+                versions, events, as_of, subject=subject, appeals=aps
+            ).points
+    seconds = time.perf_counter() - t0
+    return {
+        "kernel_domains": kernel_domains,
+        "kernel_seconds": seconds,
+        "kernel_subjects": len(points),
+        "points": points,
     }

@@ -81,6 +81,10 @@ _RECOMPUTE = [
     ("groupby_seconds", "Polars group-by seconds", "{:.3f}"),
     ("groupby_subjects_per_s", "Polars subjects/s", "{:,.0f}"),
     ("ratio_to_groupby", "engine / group-by", "{:.4f}"),
+    ("kernel_seconds", "compiled re-score seconds", "{:.2f}"),
+    ("kernel_subjects_per_s", "compiled re-score subjects/s", "{:,.0f}"),
+    ("kernel_ratio_to_groupby", "compiled re-score / group-by", "{:.4f}"),
+    ("kernel_same_points", "compiled re-score: same points", "{}"),
     ("peak_rss_mb", "peak RSS MiB", "{:,.0f}"),
 ]
 
