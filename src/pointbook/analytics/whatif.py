@@ -30,7 +30,13 @@ from typing import Any
 import polars as pl
 
 from pointbook.analytics.privacy import DEFAULT_K, Cell, Shown, protect, protect_one
-from pointbook.analytics.whatif_kernel import Slice, decision_id, kernel_eligible, kernel_sides
+from pointbook.analytics.whatif_kernel import (
+    Slice,
+    decision_id,
+    kernel_eligible,
+    kernel_sides,
+    rule_texts,
+)
 from pointbook.engine import Appeal, Entry, Event, SubjectState, evaluate_subject
 from pointbook.engine.batch import judge_batch
 from pointbook.errors import PointbookError
@@ -178,22 +184,12 @@ def _judgement(entries: Sequence[Entry]) -> list[tuple[Any, ...]]:
     return [(n.rule_id, n.delta, n.counts_until, n.daily_cap, n.tags, n.title) for n in entries]
 
 
-def _rule_texts(version: PackVersion, event_type: str) -> list[dict[str, Any]]:
-    """Everything judging an event of ``event_type`` reads of ``version``'s rules, in order."""
-    out = []
-    for rule in version.rules_for(event_type):
-        spec = version.rule(rule.id)
-        assert spec is not None
-        out.append(spec.model_dump(mode="json", exclude={"examples"}))
-    return out
-
-
 def _touched_types(published: PackVersion, candidate: PackVersion) -> frozenset[str]:
     """The event types whose rules differ between two versions of a rules-only change: an
     event of any other type is judged alike by both (same rules, same scheme and time zone),
     so only events of these types need judging twice."""
     types = published.rules_by_event.keys() | candidate.rules_by_event.keys()
-    return frozenset(t for t in types if _rule_texts(published, t) != _rule_texts(candidate, t))
+    return frozenset(t for t in types if rule_texts(published, t) != rule_texts(candidate, t))
 
 
 History = tuple[str, list[Event], list[Appeal]]

@@ -47,6 +47,7 @@ __all__ = [
     "kernel_eligible",
     "kernel_sides",
     "population_scores",
+    "rule_texts",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -119,12 +120,12 @@ class _Sides:
         for b, pv in enumerate(published):
             for a, cv in enumerate(candidate):
                 for t in pv.event_types.keys() | cv.event_types.keys():
-                    if _rule_texts(pv, t) == _rule_texts(cv, t):
+                    if rule_texts(pv, t) == rule_texts(cv, t):
                         same.add((b, a, t))
         return cls(KernelPack.of(published), KernelPack.of(candidate), frozenset(same))
 
 
-def _rule_texts(version: PackVersion, event_type: str) -> list[dict[str, Any]]:
+def rule_texts(version: PackVersion, event_type: str) -> list[dict[str, Any]]:
     """Everything judging an event of ``event_type`` reads of ``version``'s rules, in order."""
     out = []
     for rule in version.rules_for(event_type):
@@ -312,19 +313,8 @@ def _positioned(
         places, on=["v", "rule_id"], how="left", maintain_order="left"
     )
     place = pl.when(pl.col("erased")).then(pl.col("by_id")).otherwise(pl.col("live")).fill_null(-1)
-    return entries.select(
-        "s",
-        "event_id",
-        "type",
-        "occurred_us",
-        "key",
-        "erased",
-        "rule_id",
-        "delta",
-        "until",
-        "capped",
-        pl.lit(0, dtype=pl.Int64).alias("kind"),
-        place.alias("pos"),
+    return entries.with_columns(pl.lit(0, dtype=pl.Int64).alias("kind"), place.alias("pos")).select(
+        list(_STEP_SCHEMA)
     )
 
 
@@ -337,19 +327,17 @@ def _courses(events: pl.DataFrame, pack: KernelPack) -> pl.DataFrame:
     credits = pl.Series(
         [t in found[int(v)] for t, v in zip(events["type"], at, strict=True)], dtype=pl.Boolean
     )
-    return events.filter(credits).select(
-        "s",
-        "event_id",
-        "type",
-        "occurred_us",
-        "key",
-        "erased",
-        pl.lit(None, dtype=pl.String).alias("rule_id"),
-        pl.lit(0, dtype=pl.Int64).alias("delta"),
-        pl.lit(None, dtype=pl.Int64).alias("until"),
-        pl.lit(False).alias("capped"),
-        pl.lit(1, dtype=pl.Int64).alias("kind"),
-        pl.lit(_COURSE_POS, dtype=pl.Int64).alias("pos"),
+    return (
+        events.filter(credits)
+        .with_columns(
+            pl.lit(None, dtype=pl.String).alias("rule_id"),
+            pl.lit(0, dtype=pl.Int64).alias("delta"),
+            pl.lit(None, dtype=pl.Int64).alias("until"),
+            pl.lit(False).alias("capped"),
+            pl.lit(1, dtype=pl.Int64).alias("kind"),
+            pl.lit(_COURSE_POS, dtype=pl.Int64).alias("pos"),
+        )
+        .select(list(_STEP_SCHEMA))
     )
 
 

@@ -227,6 +227,16 @@ def _back(direction: int, figure: int, value: int, margin: int) -> bool:
     return figure >= value + margin
 
 
+@numba.njit(cache=True, inline="always")
+def _clamp(figure: int, floor: int, ceiling: int) -> int:
+    """fold.move's step-wise clamping: max(floor, min(ceiling, figure))."""
+    if figure > ceiling:
+        figure = ceiling
+    if figure < floor:
+        figure = floor
+    return figure
+
+
 _W = 8  # queue columns: at, phase, sub, key, seq, kind, a, b
 
 
@@ -248,12 +258,31 @@ def _swap(heap: Ints, a: int, b: int) -> None:
 
 
 @numba.njit(cache=True)
-def _push(heap: Ints, size: int, row: Ints) -> Ints:
+def _push(
+    heap: Ints,
+    size: int,
+    at: int,
+    phase: int,
+    sub: int,
+    key: int,
+    seq: int,
+    what: int,
+    a: int,
+    b: int,
+) -> Ints:
+    """Queue one effect (the heap grows when full); the heap, maybe a new one."""
     if size >= heap.shape[0]:
         bigger = np.empty((heap.shape[0] * 2, _W), dtype=np.int64)
         bigger[:size] = heap[:size]
         heap = bigger
-    heap[size, :] = row
+    heap[size, 0] = at
+    heap[size, 1] = phase
+    heap[size, 2] = sub
+    heap[size, 3] = key
+    heap[size, 4] = seq
+    heap[size, 5] = what
+    heap[size, 6] = a
+    heap[size, 7] = b
     j = size
     while j > 0:
         parent = (j - 1) // 2
@@ -346,7 +375,17 @@ def _kernel(
     armed = np.empty(max(n_slots, 1), dtype=np.int8)  # -1: not seen yet
     active = np.zeros(max(n_gids, 1), dtype=np.bool_)
     heap = np.empty((64, _W), dtype=np.int64)
-    item = np.empty(_W, dtype=np.int64)
+    ths = (
+        th_first,
+        th_gid,
+        th_mode,
+        th_direction,
+        th_margin,
+        th_terminal,
+        lv_first,
+        lv_value,
+        lv_slot,
+    )
     for s in range(n_subjects):
         lo = subject_start[s]
         hi = subject_start[s + 1]
@@ -376,15 +415,7 @@ def _kernel(
                 checked,
                 terminal,
                 effective,
-                th_first,
-                th_gid,
-                th_mode,
-                th_direction,
-                th_margin,
-                th_terminal,
-                lv_first,
-                lv_value,
-                lv_slot,
+                ths,
                 armed,
                 active,
                 out,
@@ -439,10 +470,7 @@ def _kernel(
                 # fold.move: step-wise clamping; at the ceiling the longer delay is spent. (A
                 # refused course does not move: a figure above a new ceiling stays there.)
                 if moves:
-                    if target > ceiling[v]:
-                        target = ceiling[v]
-                    if target < floor[v]:
-                        target = floor[v]
+                    target = _clamp(target, floor[v], ceiling[v])
                     if target == ceiling[v]:
                         is_longer = False
                     figure = target
@@ -453,16 +481,9 @@ def _kernel(
                 v = vrow[row]
                 if kind[row] == 1:
                     # A course event: its credit is queued (restoration phase, sub-order 3).
-                    item[0] = due[row, 0]  # the credit's instant (make_columns)
-                    item[1] = 1
-                    item[2] = 3
-                    item[3] = key[row]
-                    item[4] = seq
-                    item[5] = _COURSE
-                    item[6] = row
-                    item[7] = 0
+                    credit = due[row, 0]  # the credit's instant (make_columns)
+                    heap = _push(heap, size, credit, 1, 3, key[row], seq, _COURSE, row, 0)
                     seq += 1
-                    heap = _push(heap, size, item)
                     size += 1
                     continue
                 before = figure
@@ -476,27 +497,16 @@ def _kernel(
                         if room < allowed:
                             allowed = room if room > 0 else 0
                     cap_total += allowed
-                target = figure + allowed
-                if target > ceiling[v]:
-                    target = ceiling[v]
-                if target < floor[v]:
-                    target = floor[v]
+                target = _clamp(figure + allowed, floor[v], ceiling[v])
                 if target == ceiling[v]:
                     is_longer = False
                 applied[row] = target - figure
                 figure = target
                 counts[row] = True
                 if until[row] != NEVER:
-                    item[0] = until[row] if until[row] > at else at
-                    item[1] = 0
-                    item[2] = 0
-                    item[3] = key[row]
-                    item[4] = seq
-                    item[5] = _EXPIRE
-                    item[6] = row
-                    item[7] = 0
+                    end = until[row] if until[row] > at else at
+                    heap = _push(heap, size, end, 0, 0, key[row], seq, _EXPIRE, row, 0)
                     seq += 1
-                    heap = _push(heap, size, item)
                     size += 1
                 if delta[row] < 0:
                     # fold.on_loss: a new loss restarts the clocks of its version.
@@ -507,45 +517,21 @@ def _kernel(
                         c = r - r_first[v]
                         rk = r_kind[r]
                         if rk == 0:
-                            item[0] = (
-                                due_longer[row, c] if is_longer and r_longer[r] else due[row, c]
-                            )
-                            item[6] = loss_seq
+                            slow = is_longer and r_longer[r]
+                            when = due_longer[row, c] if slow else due[row, c]
+                            clock = loss_seq
                         elif applied[row] < 0 and match[row, c]:
-                            item[0] = due[row, c]
-                            item[6] = loss_seq if rk == 1 else settle_gen
+                            when = due[row, c]
+                            clock = loss_seq if rk == 1 else settle_gen
                         else:
                             continue
-                        item[1] = 1
-                        item[2] = rk
-                        item[3] = key[row]
-                        item[4] = seq
-                        item[5] = _CLEAN + rk
-                        item[7] = row
+                        heap = _push(
+                            heap, size, when, 1, rk, key[row], seq, _CLEAN + rk, clock, row
+                        )
                         seq += 1
-                        heap = _push(heap, size, item)
                         size += 1
             out, made, checked, terminal = _check(
-                s,
-                at,
-                before,
-                figure,
-                checked,
-                terminal,
-                effective,
-                th_first,
-                th_gid,
-                th_mode,
-                th_direction,
-                th_margin,
-                th_terminal,
-                lv_first,
-                lv_value,
-                lv_slot,
-                armed,
-                active,
-                out,
-                made,
+                s, at, before, figure, checked, terminal, effective, ths, armed, active, out, made
             )
         points[s] = figure
     return points, applied, counts, out[:made]
@@ -560,15 +546,7 @@ def _check(
     checked: int,
     terminal: bool,
     effective: Ints,
-    th_first: Ints,
-    th_gid: Ints,
-    th_mode: Ints,
-    th_direction: Ints,
-    th_margin: Ints,
-    th_terminal: Flags,
-    lv_first: Ints,
-    lv_value: Ints,
-    lv_slot: Ints,
+    ths: tuple[Ints, Ints, Ints, Ints, Ints, Flags, Ints, Ints, Ints],
     armed: npt.NDArray[np.int8],
     active: Flags,
     out: Ints,
@@ -578,6 +556,9 @@ def _check(
     in pack order; nothing moved and no new version in force: nothing to see. (A threshold
     the step did not pass keeps its state, so looking at all of the version's gives what
     looking at those the step met gives.)"""
+    th_first, th_gid, th_mode, th_direction, th_margin, th_terminal, lv_first, lv_value, lv_slot = (
+        ths
+    )
     v = _version_at(effective, at)
     full = v != checked
     if figure == before and not full:
