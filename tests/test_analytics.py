@@ -634,3 +634,26 @@ def test_whatif_by_the_kernel_on_the_french_licence(store_factory: Any) -> None:
         assert fast.path == "kernel"
         assert _fields(fast) == _fields(slow)
         assert fast.affected
+
+
+def test_whatif_reports_its_progress_over_every_subject(ledger: Ledger, candidate: Path) -> None:
+    """Both paths tell how many subjects they got through, slice by slice: in all, every
+    subject of the domain (with a window, those with no event in it too)."""
+    cand = load_pack_file(candidate)
+    everyone = len(ledger.store.subjects(DOMAIN))
+    window = {"start": datetime(2021, 1, 1, tzinfo=UTC), "end": datetime(2021, 3, 1, tzinfo=UTC)}
+    for kernel in (True, False):
+        for bounds in ({}, window):
+            steps: list[int] = []
+            run_whatif(
+                ledger,
+                DOMAIN,
+                cand,
+                as_of=NOW,
+                use_kernel=kernel,
+                chunk=37,
+                kernel_chunk=17,
+                progress=steps.append,
+                **bounds,
+            )
+            assert sum(steps) == everyone and len(steps) > 1, (kernel, bounds)

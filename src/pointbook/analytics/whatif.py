@@ -21,7 +21,7 @@ import dataclasses
 import statistics
 import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
@@ -242,9 +242,11 @@ def run_whatif(
     chunk: int = 500,
     use_kernel: bool = True,
     kernel_chunk: int = 10_000,
+    progress: Callable[[int], None] | None = None,
 ) -> WhatIf:
     """Replay every subject of ``domain`` under its versions and under ``candidate`` (with
-    ``use_kernel``, by the compiled fold where both sides allow it; the same result)."""
+    ``use_kernel``, by the compiled fold where both sides allow it; the same result).
+    ``progress`` is called with the number of subjects each step of the work got through."""
     t0 = time.perf_counter()
     published = ledger.require_domain(domain)
     versions = prepare_candidate(published, candidate)
@@ -273,7 +275,16 @@ def run_whatif(
         everyone = ledger.store.subjects(domain)
         plain = [s for s in everyone if s not in contested]
         for piece in kernel_sides(
-            ledger.store, domain, published, versions, plain, when, start, end, kernel_chunk
+            ledger.store,
+            domain,
+            published,
+            versions,
+            plain,
+            when,
+            start,
+            end,
+            kernel_chunk,
+            progress,
         ):
             _merge_slice(out, piece, before_rules, after_rules, touched is not None)
         histories = ledger.histories(
@@ -282,6 +293,8 @@ def run_whatif(
     else:
         histories = ledger.histories(domain, chunk)
     while part := list(islice(histories, chunk)):
+        if progress is not None:
+            progress(len(part))
         found: list[History] = []
         for subject, subject_events, aps in part:
             evs = (

@@ -24,7 +24,7 @@ reference one on the same stores, on both backends.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -145,8 +145,10 @@ def kernel_sides(
     start: datetime | None,
     end: datetime | None,
     chunk: int = 10_000,
+    progress: Callable[[int], None] | None = None,
 ) -> Iterator[Slice]:
-    """Each slice of ``subjects`` (``chunk`` at a time) folded under both sides' versions."""
+    """Each slice of ``subjects`` (``chunk`` at a time) folded under both sides' versions;
+    ``progress`` hears how many subjects each slice covered (those with no event too)."""
     sides = _Sides.of(published, candidate)
     when_us = to_micros(when)
     since = None if start is None else to_micros(start)
@@ -161,8 +163,11 @@ def kernel_sides(
         )
     )
 
-    for rows in _read_ahead(store, domain, subjects, since, until, types, chunk):
-        yield _slice(rows, sides, when_us)
+    for rows, covered in _read_ahead(store, domain, subjects, since, until, types, chunk):
+        if not rows.is_empty():
+            yield _slice(rows, sides, when_us)
+        if progress is not None:
+            progress(covered)
 
 
 def population_scores(
@@ -178,7 +183,9 @@ def population_scores(
     For subjects without appeals, under versions `kernel.unsupported` accepts."""
     pack = KernelPack.of(versions)
     when_us = to_micros(when)
-    for rows in _read_ahead(store, domain, subjects, None, None, [], chunk):
+    for rows, _ in _read_ahead(store, domain, subjects, None, None, [], chunk):
+        if rows.is_empty():
+            continue
         names, events, first, stored = _prepare(rows, when_us)
         at = pack.version_index(stored["occurred_us"].to_numpy())
         steps = pl.concat(
@@ -196,8 +203,9 @@ def _read_ahead(
     until: int | None,
     types: Sequence[str],
     chunk: int,
-) -> Iterator[pl.DataFrame]:
-    """The stored rows of ``subjects``, ``chunk`` subjects at a time (empty slices skipped)."""
+) -> Iterator[tuple[pl.DataFrame, int]]:
+    """The stored rows of ``subjects``, ``chunk`` subjects at a time, with how many subjects
+    each read covered."""
 
     def read(part: Sequence[str]) -> pl.DataFrame:
         found = store.population_rows(domain, part, since, until, types)
@@ -215,8 +223,7 @@ def _read_ahead(
             assert ahead is not None
             rows = ahead.result()
             ahead = pool.submit(read, parts[k + 1]) if k + 1 < len(parts) else None
-            if not rows.is_empty():
-                yield rows
+            yield rows, len(parts[k])
 
 
 def _prepare(

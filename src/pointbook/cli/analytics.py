@@ -21,6 +21,7 @@ from pointbook.cli.common import (
     open_ledger,
     print_json,
 )
+from pointbook.cli.records import progress_bar
 from pointbook.dates import day_start, end_of_day, parse_instant
 from pointbook.errors import InvalidTimeError
 from pointbook.ledger import Ledger
@@ -85,13 +86,20 @@ def whatif(
     try:
         k = domain_k(ledger, domain, k)
         versions = load_pack_file(candidate)
-        result = run_whatif(
-            ledger,
-            domain,
-            versions,
-            start=_bound(ledger, domain, start, False, "--from"),
-            end=_bound(ledger, domain, end, True, "--to"),
-        )
+        since = _bound(ledger, domain, start, False, "--from")
+        until = _bound(ledger, domain, end, True, "--to")
+        subjects = len(ledger.store.subjects(domain))
+        with progress_bar() as bar:
+            # On standard error, and only for a population worth waiting for.
+            task = bar.add_task("replaying", total=subjects, visible=subjects >= 10_000)
+            result = run_whatif(
+                ledger,
+                domain,
+                versions,
+                start=since,
+                end=until,
+                progress=lambda n: bar.advance(task, n),
+            )
         view = whatif_view(result, k)
     finally:
         ledger.close()
