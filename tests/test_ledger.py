@@ -430,3 +430,27 @@ def test_a_deleted_token_no_longer_authenticates_and_the_chain_verifies(ledger: 
     assert store.find_token("h" * 64) is None
     assert not store.delete_token("town", "h" * 64), "nothing left to delete"
     assert store.verify().ok, "the removal is recorded: the chain expects the row gone"
+
+
+def test_a_subjects_current_decisions_are_read_through_the_subject_index(tmp_path: Path) -> None:
+    """The decision refresh reads the current decisions of a list of subjects: through the
+    subject index, whatever the list's length, never by scanning every decision of the
+    domain (which made each read grow with the store)."""
+    from pointbook.store.sqlite import current_decisions_sql
+
+    store = SQLiteStore(tmp_path / "plan.db")
+    led = Ledger(store, now=lambda: NOW)
+    led.publish(pack(BODY))
+    led.ingest([record(i, f"e{i}", "2024-01-10", subject=f"s{i % 40}") for i in range(120)])
+    for n in (1, 10, 500):
+        plan = " ".join(
+            str(r[3])
+            for r in store.conn.execute(
+                "EXPLAIN QUERY PLAN " + current_decisions_sql(n),
+                ("town", *[f"s{i}" for i in range(n)], "town"),
+            )
+        )
+        assert "pb_decisions_subject" in plan, plan
+    subjects = [f"s{i}" for i in range(40)]
+    assert {r.decision.subject for r in store.current_decisions("town", subjects)} == set(subjects)
+    store.close()
