@@ -431,15 +431,26 @@ def test_whatif_by_the_kernel_equals_the_reference_fold(ledger: Ledger, tmp_path
     for path in _harsher_graffiti_and_stricter_hearing(tmp_path):
         cand = load_pack_file(path)
         for start, end, as_of in windows:
-            fast = run_whatif(
-                ledger, DOMAIN, cand, as_of=as_of, start=start, end=end, chunk=37, kernel_chunk=23
-            )
             slow = run_whatif(
                 ledger, DOMAIN, cand, as_of=as_of, start=start, end=end, use_kernel=False
             )
-            assert (fast.path, slow.path) == ("kernel", "fold")
-            assert _fields(fast) == _fields(slow)
-            assert fast.affected and fast.appeared_kind
+            # The rows read subject by subject through the index, or each table in its own
+            # order and regrouped (a large SQLite store's way): the same figures.
+            for scan in (False, True):
+                fast = run_whatif(
+                    ledger,
+                    DOMAIN,
+                    cand,
+                    as_of=as_of,
+                    start=start,
+                    end=end,
+                    chunk=37,
+                    kernel_chunk=23,
+                    kernel_scan=scan,
+                )
+                assert (fast.path, slow.path) == ("kernel", "fold")
+                assert _fields(fast) == _fields(slow)
+                assert fast.affected and fast.appeared_kind
 
 
 def test_whatif_falls_back_to_the_fold_for_a_pack_the_kernel_does_not_model(
@@ -571,11 +582,14 @@ def test_whatif_by_the_kernel_keeps_the_folds_order_of_steps(
     as_of = datetime(2024, 3, 5, tzinfo=UTC)
     for path in (cand_path, moved):
         cand = load_pack_file(path)
-        fast = run_whatif(led, "club", cand, as_of=as_of, chunk=4, kernel_chunk=3)
         slow = run_whatif(led, "club", cand, as_of=as_of, use_kernel=False)
-        assert fast.path == "kernel"
-        assert _fields(fast) == _fields(slow)
-        assert fast.changes
+        for scan in (False, True):
+            fast = run_whatif(
+                led, "club", cand, as_of=as_of, chunk=4, kernel_chunk=3, kernel_scan=scan
+            )
+            assert fast.path == "kernel"
+            assert _fields(fast) == _fields(slow)
+            assert fast.changes
     cand = load_pack_file(cand_path)
     fast = run_whatif(led, "club", cand, as_of=as_of, kernel_chunk=3)
     assert fast.changes and fast.appeared_kind
@@ -616,24 +630,28 @@ def test_whatif_by_the_kernel_on_the_french_licence(store_factory: Any) -> None:
     # The published side alone (bench recompute's compiled re-score): each subject's points
     # and decisions as the fold gives them.
     plain = [s for s in led.store.subjects("fr-driving") if s not in {e.subject for e in contested}]
-    scored = {}
-    for names, side in population_scores(
-        led.store, "fr-driving", published, plain, as_of, chunk=33
-    ):
-        ids = {n: set() for n in names}
-        for row in side.decisions.iter_rows(named=True):
-            ids[names[row["s"]]].add(decision_id("fr-driving", names[row["s"]], row))
-        scored.update({n: (int(side.points[k]), ids[n]) for k, n in enumerate(names)})
-    assert len(scored) == len(plain)
-    for subject in plain:
-        st = led.state("fr-driving", subject, as_of)
-        assert scored[subject] == (st.points, {d.id for d in st.decisions}), subject
+    for scan in (False, True):
+        scored = {}
+        for names, side in population_scores(
+            led.store, "fr-driving", published, plain, as_of, chunk=33, scan=scan
+        ):
+            ids: dict[str, set[str]] = {n: set() for n in names}
+            for row in side.decisions.iter_rows(named=True):
+                ids[names[row["s"]]].add(decision_id("fr-driving", names[row["s"]], row))
+            scored.update({n: (int(side.points[k]), ids[n]) for k, n in enumerate(names)})
+        assert len(scored) == len(plain)
+        for subject in plain:
+            st = led.state("fr-driving", subject, as_of)
+            assert scored[subject] == (st.points, {d.id for d in st.decisions}), subject
     for cand in (moved, harsher):
-        fast = run_whatif(led, "fr-driving", cand, as_of=as_of, kernel_chunk=40)
         slow = run_whatif(led, "fr-driving", cand, as_of=as_of, use_kernel=False)
-        assert fast.path == "kernel"
-        assert _fields(fast) == _fields(slow)
-        assert fast.affected
+        for scan in (False, True):
+            fast = run_whatif(
+                led, "fr-driving", cand, as_of=as_of, kernel_chunk=40, kernel_scan=scan
+            )
+            assert fast.path == "kernel"
+            assert _fields(fast) == _fields(slow)
+            assert fast.affected
 
 
 def test_whatif_reports_its_progress_over_every_subject(ledger: Ledger, candidate: Path) -> None:
@@ -642,7 +660,7 @@ def test_whatif_reports_its_progress_over_every_subject(ledger: Ledger, candidat
     cand = load_pack_file(candidate)
     everyone = len(ledger.store.subjects(DOMAIN))
     window = {"start": datetime(2021, 1, 1, tzinfo=UTC), "end": datetime(2021, 3, 1, tzinfo=UTC)}
-    for kernel in (True, False):
+    for kernel, scan in ((True, False), (True, True), (False, None)):
         for bounds in ({}, window):
             steps: list[int] = []
             run_whatif(
@@ -653,6 +671,7 @@ def test_whatif_reports_its_progress_over_every_subject(ledger: Ledger, candidat
                 use_kernel=kernel,
                 chunk=37,
                 kernel_chunk=17,
+                kernel_scan=scan,
                 progress=steps.append,
                 **bounds,
             )

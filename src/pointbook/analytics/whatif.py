@@ -243,6 +243,7 @@ def run_whatif(
     use_kernel: bool = True,
     kernel_chunk: int = 10_000,
     progress: Callable[[int], None] | None = None,
+    kernel_scan: bool | None = None,
 ) -> WhatIf:
     """Replay every subject of ``domain`` under its versions and under ``candidate`` (with
     ``use_kernel``, by the compiled fold where both sides allow it; the same result).
@@ -285,6 +286,7 @@ def run_whatif(
             end,
             kernel_chunk,
             progress,
+            kernel_scan,
         ):
             _merge_slice(out, piece, before_rules, after_rules, touched is not None)
         histories = ledger.histories(
