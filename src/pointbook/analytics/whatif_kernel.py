@@ -249,15 +249,20 @@ def _scan(
     entries = pl.concat(
         [pl.DataFrame(b, schema=en_schema, orient="row") for b in entry_batches]
         or [pl.DataFrame(schema=en_schema)]
-    ).drop("subject")
+    )
     n_subjects = events["subject"].n_unique()
     slices = max(1, -(-events.height // _SCAN_SLICE_ROWS), -(-n_subjects // chunk))
-    events = events.with_columns((pl.col("subject").hash(seed=7) % slices).alias("slice"))
+    which = (pl.col("subject").hash(seed=7) % slices).alias("slice")
+    # Both tables cut the same way, so each slice joins its own entries only.
+    ev_parts = events.with_columns(which).partition_by("slice", as_dict=True)
+    en_parts = entries.with_columns(which).partition_by("slice", as_dict=True)
+    del events, entries
     seen = 0
-    for _, part in sorted(events.partition_by("slice", as_dict=True).items()):
+    for key, part in sorted(ev_parts.items()):
+        mine = en_parts.get(key, pl.DataFrame(schema=en_schema | {"slice": pl.UInt64}))
         rows = (
             part.drop("slice")
-            .join(entries, on="event_id", how="left")
+            .join(mine.drop("slice", "subject"), on="event_id", how="left")
             .select(list(_ROW_SCHEMA))
             .with_columns(pl.col("erased").cast(pl.Boolean), pl.col("capped").cast(pl.Boolean))
         )
