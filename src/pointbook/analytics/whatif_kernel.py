@@ -24,10 +24,12 @@ reference one on the same stores, on both backends.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -202,7 +204,6 @@ def population_scores(
 
 
 SCAN_MIN_SUBJECTS = 5_000
-_SCAN_SLICE_ROWS = 200_000
 
 
 def _rows(
@@ -233,44 +234,55 @@ def _scan(
     types: Sequence[str],
     chunk: int,
 ) -> Iterator[tuple[pl.DataFrame, int]]:
-    """The same rows as `_read_ahead`, each table read in its own order, then regrouped by a
-    hash of the subject into slices of about 200,000 rows (or ``chunk`` subjects)."""
+    """The same rows as `_read_ahead`, each table read in its own order and cut by a hash of
+    the subject into slices of about ``chunk`` subjects. The pieces are spilled to a temporary
+    folder as they are read (Arrow IPC), so memory holds one batch and one slice, not the
+    domain."""
     wanted = pl.Series("subject", list(subjects), dtype=pl.String)
+    slices = max(1, -(-len(subjects) // chunk))
+    which = (pl.col("subject").hash(seed=7) % slices).alias("slice")
     event_batches, entry_batches = scanner(domain, since, until, types)
     ev_schema: dict[str, Any] = {
         k: _ROW_SCHEMA[k] for k in ("subject", "event_id", "type", "occurred_us", "erased")
     } | {"attributes": pl.String}
     en_schema: dict[str, Any] = {"subject": pl.String, "event_id": pl.String}
     en_schema |= {k: _ROW_SCHEMA[k] for k in ("rule_id", "delta", "until", "capped")}
-    events = pl.concat(
-        [pl.DataFrame(b, schema=ev_schema, orient="row") for b in event_batches]
-        or [pl.DataFrame(schema=ev_schema)]
-    ).filter(pl.col("subject").is_in(wanted))
-    entries = pl.concat(
-        [pl.DataFrame(b, schema=en_schema, orient="row") for b in entry_batches]
-        or [pl.DataFrame(schema=en_schema)]
-    )
-    n_subjects = events["subject"].n_unique()
-    slices = max(1, -(-events.height // _SCAN_SLICE_ROWS), -(-n_subjects // chunk))
-    which = (pl.col("subject").hash(seed=7) % slices).alias("slice")
-    # Both tables cut the same way, so each slice joins its own entries only.
-    ev_parts = events.with_columns(which).partition_by("slice", as_dict=True)
-    en_parts = entries.with_columns(which).partition_by("slice", as_dict=True)
-    del events, entries
-    seen = 0
-    for key, part in sorted(ev_parts.items()):
-        mine = en_parts.get(key, pl.DataFrame(schema=en_schema | {"slice": pl.UInt64}))
-        rows = (
-            part.drop("slice")
-            .join(mine.drop("slice", "subject"), on="event_id", how="left")
-            .select(list(_ROW_SCHEMA))
-            .with_columns(pl.col("erased").cast(pl.Boolean), pl.col("capped").cast(pl.Boolean))
-        )
-        covered = rows["subject"].n_unique()
-        seen += covered
-        yield rows, covered
+    with tempfile.TemporaryDirectory(prefix="pointbook-scan-") as tmp:
+        folder = Path(tmp)
+        for name, batches, schema in (
+            ("events", event_batches, ev_schema),
+            ("entries", entry_batches, en_schema),
+        ):
+            for i, batch in enumerate(batches):
+                frame = pl.DataFrame(batch, schema=schema, orient="row")
+                if name == "events":
+                    frame = frame.filter(pl.col("subject").is_in(wanted))
+                for (k,), piece in (
+                    frame.with_columns(which).partition_by("slice", as_dict=True).items()
+                ):
+                    piece.drop("slice").write_ipc(folder / f"{name}-{k}-{i}.arrow")
+        seen = 0
+        for k in range(slices):
+            events = _read_pieces(folder, f"events-{k}-", ev_schema)
+            if events.is_empty():
+                continue
+            # Both tables were cut the same way: each slice joins its own entries only.
+            entries = _read_pieces(folder, f"entries-{k}-", en_schema).drop("subject")
+            rows = (
+                events.join(entries, on="event_id", how="left")
+                .select(list(_ROW_SCHEMA))
+                .with_columns(pl.col("erased").cast(pl.Boolean), pl.col("capped").cast(pl.Boolean))
+            )
+            covered = rows["subject"].n_unique()
+            seen += covered
+            yield rows, covered
     # Subjects with no event in [since, until] come in no slice: they are done all the same.
     yield pl.DataFrame(schema=_ROW_SCHEMA), len(subjects) - seen
+
+
+def _read_pieces(folder: Path, prefix: str, schema: dict[str, Any]) -> pl.DataFrame:
+    pieces = [pl.read_ipc(p) for p in sorted(folder.glob(prefix + "*.arrow"))]
+    return pl.concat(pieces) if pieces else pl.DataFrame(schema=schema)
 
 
 def _read_ahead(
