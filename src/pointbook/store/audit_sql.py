@@ -38,6 +38,7 @@ __all__ = [
     "append",
     "commitment_of",
     "event_commitment",
+    "event_parts",
     "has_events",
     "population_rows",
     "records",
@@ -385,6 +386,29 @@ def has_events(db: Db, domain: str, since_us: int | None = None) -> bool:
     return found is not None
 
 
+def event_parts(
+    alias: str, attribute_types: Sequence[str], since_us: int | None, until_us: int | None
+) -> tuple[str, str, list[Any]]:
+    """What the population reads share: the attributes column (read only for live events of
+    ``attribute_types``; its parameters come first), the instant window, and its parameters."""
+    if attribute_types:
+        types = ", ".join("?" * len(attribute_types))
+        attrs = (
+            f"CASE WHEN {alias}erased_us IS NULL AND {alias}type IN ({types})"
+            f" THEN {alias}attributes END"
+        )
+    else:
+        attrs = "NULL"
+    window, params = "", []
+    if since_us is not None:
+        window += f" AND {alias}occurred_us >= ?"
+        params.append(since_us)
+    if until_us is not None:
+        window += f" AND {alias}occurred_us <= ?"
+        params.append(until_us)
+    return attrs, window, params
+
+
 def population_rows(
     db: Db,
     domain: str,
@@ -401,25 +425,15 @@ def population_rows(
     if not subjects:
         return []
     marks = ", ".join("?" * len(subjects))
-    if attribute_types:
-        types = ", ".join("?" * len(attribute_types))
-        attrs = f"CASE WHEN e.erased_us IS NULL AND e.type IN ({types}) THEN e.attributes END"
-    else:
-        attrs = "NULL"
+    attrs, window, extra = event_parts("e.", attribute_types, since_us, until_us)
     sql = (
         "SELECT e.subject, e.id, e.type, e.occurred_us,"
         " CASE WHEN e.erased_us IS NULL THEN 0 ELSE 1 END,"
         f" {attrs}, n.rule_id, n.delta, n.counts_until_us, n.daily_cap"
         " FROM pb_events e LEFT JOIN pb_entries n ON n.domain = e.domain AND n.event_id = e.id"
-        f" WHERE e.domain = ? AND e.subject IN ({marks})"
+        f" WHERE e.domain = ? AND e.subject IN ({marks}){window}"
     )
-    params: list[Any] = [*attribute_types, domain, *subjects]
-    if since_us is not None:
-        sql += " AND e.occurred_us >= ?"
-        params.append(since_us)
-    if until_us is not None:
-        sql += " AND e.occurred_us <= ?"
-        params.append(until_us)
+    params: list[Any] = [*attribute_types, domain, *subjects, *extra]
     return db.all(sql, params)
 
 

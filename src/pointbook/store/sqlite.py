@@ -353,22 +353,12 @@ class SQLiteStore(ProcessTables):
         delta, counts_until_us, daily_cap). Reading a large store in table order costs a
         tenth of reading it subject by subject through the index (each row then sits at a
         random place of the file); the caller regroups the rows by subject."""
-        if attribute_types:
-            types = ", ".join("?" * len(attribute_types))
-            attrs = f"CASE WHEN erased_us IS NULL AND type IN ({types}) THEN attributes END"
-        else:
-            attrs = "NULL"
+        attrs, window, extra = audit_sql.event_parts("", attribute_types, since_us, until_us)
         sql = (
             "SELECT subject, id, type, occurred_us, CASE WHEN erased_us IS NULL THEN 0 ELSE 1"
-            f" END, {attrs} FROM pb_events WHERE domain = ?"
+            f" END, {attrs} FROM pb_events WHERE domain = ?{window}"
         )
-        params: list[Any] = [*attribute_types, domain]
-        if since_us is not None:
-            sql += " AND occurred_us >= ?"
-            params.append(since_us)
-        if until_us is not None:
-            sql += " AND occurred_us <= ?"
-            params.append(until_us)
+        params: list[Any] = [*attribute_types, domain, *extra]
         entries = (
             "SELECT subject, event_id, rule_id, delta, counts_until_us, daily_cap"
             " FROM pb_entries WHERE domain = ?"
