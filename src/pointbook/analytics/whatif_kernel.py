@@ -195,12 +195,8 @@ def population_scores(
         if rows.is_empty():
             continue
         names, events, first, stored = _prepare(rows, when_us)
-        at = pack.version_index(stored["occurred_us"].to_numpy())
-        steps = pl.concat(
-            [_positioned(stored, at, pack.versions), _courses(events, pack)],
-            how="vertical_relaxed",
-        )
-        yield names, _fold(pack, _sorted(steps), first, len(names), when_us)
+        steps = _stored_steps(stored, events, pack)
+        yield names, _fold(pack, steps, first, len(names), when_us)
 
 
 SCAN_MIN_SUBJECTS = 5_000
@@ -343,14 +339,7 @@ def _prepare(
 def _slice(rows: pl.DataFrame, sides: _Sides, when_us: int) -> Slice:
     names, events, first, stored = _prepare(rows, when_us)
     pub, cand = sides.published, sides.candidate
-    stored_b = pub.version_index(stored["occurred_us"].to_numpy())
-    base = pl.concat(
-        [
-            _positioned(stored, stored_b, pub.versions),
-            _courses(events, pub),
-        ],
-        how="vertical_relaxed",
-    )
+    base = _stored_steps(stored, events, pub)
     # The candidate: stored entries where its version in force judges the event's type as
     # the published one does (and for erased events); the other live events judged again.
     ev_b = pub.version_index(events["occurred_us"].to_numpy())
@@ -366,11 +355,10 @@ def _slice(rows: pl.DataFrame, sides: _Sides, when_us: int) -> Slice:
     )
     kept_ids = events.filter(pl.col("reuse")).select("event_id")
     kept = stored.join(kept_ids, on="event_id", how="semi")
-    kept_b = pub.version_index(kept["occurred_us"].to_numpy())
     redo = events.filter(~pl.col("reuse"))
     after = pl.concat(
         [
-            _positioned(kept, kept_b, pub.versions),
+            _positioned(kept, pub),
             _judge(redo, stored, pub.versions, cand.versions),
             _courses(events, cand),
         ],
@@ -380,9 +368,14 @@ def _slice(rows: pl.DataFrame, sides: _Sides, when_us: int) -> Slice:
     return Slice(
         names,
         events.height,
-        _fold(pub, _sorted(base), first, n, when_us),
-        _fold(cand, _sorted(after), first, n, when_us),
+        _fold(pub, base, first, n, when_us),
+        _fold(cand, after, first, n, when_us),
     )
+
+
+def _stored_steps(stored: pl.DataFrame, events: pl.DataFrame, pack: KernelPack) -> pl.DataFrame:
+    """The published side's steps: the stored entries and the course events."""
+    return pl.concat([_positioned(stored, pack), _courses(events, pack)], how="vertical_relaxed")
 
 
 def _sorted(steps: pl.DataFrame) -> pl.DataFrame:
@@ -391,13 +384,12 @@ def _sorted(steps: pl.DataFrame) -> pl.DataFrame:
     return steps.sort("s", "occurred_us", "key", "pos")
 
 
-def _positioned(
-    entries: pl.DataFrame, version_of: np.ndarray[Any, Any], versions: Sequence[PackVersion]
-) -> pl.DataFrame:
+def _positioned(entries: pl.DataFrame, pack: KernelPack) -> pl.DataFrame:
     """Stored entries as steps: each at its rule's place in the pack of the version in force
     at its date (an erased event's entries, read back from the store, in rule id order)."""
+    version_of = pack.version_index(entries["occurred_us"].to_numpy())
     found = []
-    for v, version in enumerate(versions):
+    for v, version in enumerate(pack.versions):
         ids = [r.id for r in version.spec.rules]
         rank = {rid: k for k, rid in enumerate(sorted(ids))}
         found += [(v, rid, k, rank[rid]) for k, rid in enumerate(ids)]
@@ -506,6 +498,7 @@ def _fold(
     n_subjects: int,
     when_us: int,
 ) -> Side:
+    steps = _sorted(steps)
     s = steps["s"].to_numpy().astype(np.int64)
     kind = steps["kind"].to_numpy().astype(np.int64)
     columns = make_columns(
