@@ -19,7 +19,7 @@ reference packs: same points, same applied points, same entries counting, same d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -30,10 +30,11 @@ import numpy as np
 import numpy.typing as npt
 
 from pointbook.dates import Duration, add_duration, local_date, to_micros
+from pointbook.engine.fold import _facts
 from pointbook.engine.judge import judge
 from pointbook.engine.model import Event
 from pointbook.rules.pack import PackVersion
-from pointbook.rules.spec import BalanceSchemeSpec
+from pointbook.rules.spec import BalanceSchemeSpec, RestorationSpec
 
 __all__ = [
     "NEVER",
@@ -757,7 +758,7 @@ def make_columns(
     tags_of = [
         {r.id: r.tags for rules in v.rules_by_event.values() for r in rules} for v in versions
     ]
-    longer_tags = [frozenset(t for r in v.restorations for t in r.longer_if_tags) for v in versions]
+    longer_tags = [_facts(v).longer_tags for v in versions]
     courses = course_types(versions)
     rests = [[r for r in v.restorations if r.kind in _RESTORATIONS] for v in versions]
     losses = np.flatnonzero((kind == 0) & (delta < 0))
@@ -793,6 +794,7 @@ def make_columns(
         due[j, 0] = at if course.delay is None else later(at, course.delay)
         if course.min_interval is not None:
             interval_end[j] = later(at, course.min_interval)
+        assert course.points is not None  # a course restoration needs points (the spec)
         course_points[j] = course.points
     starts = np.searchsorted(subject, np.arange(n_subjects + 1)).astype(np.int64)
     return Columns(
@@ -816,16 +818,10 @@ def make_columns(
     )
 
 
-def course_types(versions: Sequence[PackVersion]) -> list[dict[str, Any]]:
-    """Per version, the event types that credit a course (the first course restoration)."""
-    out = []
-    for v in versions:
-        found: dict[str, Any] = {}
-        for r in v.restorations:
-            if r.kind == "course" and r.event is not None:
-                found.setdefault(r.event, r)
-        out.append(found)
-    return out
+def course_types(versions: Sequence[PackVersion]) -> list[Mapping[str, RestorationSpec]]:
+    """Per version, the event types that credit a course and the course restoration for each
+    (the fold's own reading: the first course restoration naming the type)."""
+    return [_facts(v).courses for v in versions]
 
 
 def columns_of(pack: KernelPack, histories: Sequence[Sequence[Event]], as_of: datetime) -> Columns:
