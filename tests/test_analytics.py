@@ -133,24 +133,13 @@ def candidate(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _brute_force(ledger: Ledger, cand: list[PackVersion]) -> tuple[int, Counter[str], Counter[str]]:
-    """The what-if written plainly: every subject, both packs, compare."""
-    published = ledger.versions(DOMAIN)
-    changed = 0
-    appeared: Counter[str] = Counter()
-    disappeared: Counter[str] = Counter()
-    for subject in ledger.store.subjects(DOMAIN):
-        events = ledger.store.subject_events(DOMAIN, [subject])[subject]
-        appeals = ledger.store.appeals(DOMAIN, [subject]).get(subject, [])
-        gone = {a.decision_id for a in appeals if a.outcome == "upheld"}
-        before = evaluate_subject(published, events, NOW, subject=subject, appeals=appeals)
-        after = evaluate_subject(cand, events, NOW, subject=subject, appeals=appeals)
-        if before.points != after.points:
-            changed += 1
-        b = {d.id: d.kind for d in before.decisions if d.id not in gone}
-        a = {d.id: d.kind for d in after.decisions if d.id not in gone}
-        appeared.update(a[i] for i in a if i not in b)
-        disappeared.update(b[i] for i in b if i not in a)
-    return changed, appeared, disappeared
+    """The what-if written plainly (every subject, both packs, compare), counted."""
+    plain = _replay_each_subject(ledger, cand)
+    return (
+        len(plain["changes"]),
+        Counter(plain["appeared"].values()),
+        Counter(plain["disappeared"].values()),
+    )
 
 
 def test_whatif_counts_match_a_brute_force_replay(ledger: Ledger, candidate: Path) -> None:
