@@ -36,6 +36,7 @@ from pointbook.analytics.whatif_kernel import (
     kernel_eligible,
     kernel_sides,
     rule_texts,
+    split_by_appeals,
 )
 from pointbook.engine import Appeal, Entry, Event, SubjectState, evaluate_subject
 from pointbook.engine.batch import judge_batch
@@ -272,9 +273,7 @@ def run_whatif(
         # Subjects without appeals: both sides over columns by the compiled fold; the others
         # (the kernel does not model appeals) by the reference fold below.
         out.path = "kernel"
-        contested = ledger.store.appeals(domain)
-        everyone = ledger.store.subjects(domain)
-        plain = [s for s in everyone if s not in contested]
+        plain, contested = split_by_appeals(ledger.store, domain)
         for piece in kernel_sides(
             ledger.store,
             domain,
@@ -289,9 +288,7 @@ def run_whatif(
             kernel_scan,
         ):
             _merge_slice(out, piece, before_rules, after_rules, touched is not None)
-        histories = ledger.histories(
-            domain, chunk, subjects=[s for s in everyone if s in contested]
-        )
+        histories = ledger.histories(domain, chunk, subjects=contested)
     else:
         histories = ledger.histories(domain, chunk)
     while part := list(islice(histories, chunk)):

@@ -50,6 +50,7 @@ __all__ = [
     "kernel_sides",
     "population_scores",
     "rule_texts",
+    "split_by_appeals",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -175,6 +176,14 @@ def kernel_sides(
             yield _slice(rows, sides, when_us)
         if progress is not None:
             progress(covered)
+
+
+def split_by_appeals(store: Store, domain: str) -> tuple[list[str], list[str]]:
+    """A domain's subjects in store order: those without an appeal (the compiled fold's) and
+    those with one (the reference fold's, which models appeals)."""
+    contested = store.appeals(domain)
+    everyone = store.subjects(domain)
+    return [s for s in everyone if s not in contested], [s for s in everyone if s in contested]
 
 
 def population_scores(

@@ -27,7 +27,7 @@ from typing import Any
 
 import polars as pl
 
-from pointbook.analytics.whatif_kernel import population_scores
+from pointbook.analytics.whatif_kernel import population_scores, split_by_appeals
 from pointbook.bench import fresh_store, generate_workload, open_ledger, peak_rss_mb, write_workload
 from pointbook.dates import to_micros
 from pointbook.engine import evaluate_subject
@@ -141,13 +141,10 @@ def _kernel_rescore(ledger: Ledger, as_of: datetime) -> dict[str, Any]:
                 points[(domain, state.subject)] = state.points
             continue
         kernel_domains.append(domain)
-        contested = ledger.store.appeals(domain)
-        everyone = ledger.store.subjects(domain)
-        plain = [s for s in everyone if s not in contested]
+        plain, contested = split_by_appeals(ledger.store, domain)
         for names, side in population_scores(ledger.store, domain, versions, plain, as_of):
             points.update(((domain, n), int(p)) for n, p in zip(names, side.points, strict=True))
-        rest = [s for s in everyone if s in contested]
-        for subject, events, aps in ledger.histories(domain, subjects=rest):
+        for subject, events, aps in ledger.histories(domain, subjects=contested):
             points[(domain, subject)] = evaluate_subject(
                 versions, events, as_of, subject=subject, appeals=aps
             ).points
