@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from pointbook.analytics import whatif_kernel
 from pointbook.analytics.oversight import oversight
 from pointbook.analytics.privacy import Cell, protect
 from pointbook.analytics.report import population_report, report_html
@@ -405,7 +406,24 @@ def _harsher_graffiti_and_stricter_hearing(tmp: Path) -> list[Path]:
     )
     stricter = tmp / "stricter.yaml"
     stricter.write_text(text.replace("    value: 900\n", "    value: 950\n"), encoding="utf-8")
-    return [harsher, stricter]
+    # Graffiti counted only where a location is reported (none of these reports has one): a
+    # rules-only change that takes entries away rather than changing their points.
+    located = tmp / "located.yaml"
+    located.write_text(
+        head
+        + "  - id: graffiti\n"
+        + tail.replace(
+            "    points: -50\n",
+            "    when: {field: location, present: true}\n    points: -50\n",
+            1,
+        ).replace(
+            "      match: [{}]\n      no_match: []\n",
+            "      match: [{location: Pingjiang Rd}]\n      no_match: [{}]\n",
+            1,
+        ),
+        encoding="utf-8",
+    )
+    return [harsher, stricter, located]
 
 
 def test_whatif_by_the_kernel_equals_the_reference_fold(ledger: Ledger, tmp_path: Path) -> None:
@@ -584,11 +602,15 @@ def test_whatif_by_the_kernel_keeps_the_folds_order_of_steps(
     assert fast.changes and fast.appeared_kind
 
 
-def test_whatif_by_the_kernel_on_the_french_licence(store_factory: Any) -> None:
+def test_whatif_by_the_kernel_on_the_french_licence(
+    store_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """fr-driving (two versions, the four restorations, courses, a terminal threshold) through
     the kernel: invalidation moved from 0 to 2 points in both versions, and a red light made
     a 5-point offence; every figure equals the reference fold's, on both backends, with
-    appeals on some subjects and details erased on others."""
+    appeals on some subjects and details erased on others. The scanned read takes many small
+    batches here, as a large store's does."""
+    monkeypatch.setattr(whatif_kernel, "SCAN_BATCH", 97)
     from pointbook.bench import generate_workload, open_ledger
     from pointbook.bench.whatif import fr_driving_candidate
 
@@ -613,8 +635,23 @@ def test_whatif_by_the_kernel_on_the_french_licence(store_factory: Any) -> None:
         )[0]
         for v in led.versions("fr-driving")
     ]
+    # Speeding by 20 to 24 km/h no longer costs points: fewer entries on the candidate's side
+    # (the sides' entries then differ in number, not only in points).
+    narrower = [
+        load_pack_text(
+            v.text.replace(
+                "when: {field: over_kmh, ge: 20, lt: 30}", "when: {field: over_kmh, ge: 25, lt: 30}"
+            ).replace(
+                "        - {over_kmh: 20, limit_kmh: 50}\n        - {over_kmh: 20, limit_kmh: 51}\n",
+                "        - {over_kmh: 25, limit_kmh: 50}\n        - {over_kmh: 25, limit_kmh: 51}\n",
+            ),
+            "narrower.yaml",
+        )[0]
+        for v in led.versions("fr-driving")
+    ]
     published = led.versions("fr-driving")
     assert [v.text != w.text for v, w in zip(harsher, published, strict=True)] == [True, True]
+    assert [v.text != w.text for v, w in zip(narrower, published, strict=True)] == [True, True]
     as_of = datetime(2026, 1, 1, tzinfo=UTC)
     # The published side alone (bench recompute's compiled re-score): each subject's points
     # and decisions as the fold gives them.
@@ -632,7 +669,7 @@ def test_whatif_by_the_kernel_on_the_french_licence(store_factory: Any) -> None:
         for subject in plain:
             st = led.state("fr-driving", subject, as_of)
             assert scored[subject] == (st.points, {d.id for d in st.decisions}), subject
-    for cand in (moved, harsher):
+    for cand in (moved, harsher, narrower):
         slow = run_whatif(led, "fr-driving", cand, as_of=as_of, use_kernel=False)
         for scan in (False, True):
             fast = run_whatif(

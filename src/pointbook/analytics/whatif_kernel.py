@@ -38,9 +38,17 @@ import polars as pl
 from pointbook.dates import Duration, add_duration, to_micros
 from pointbook.engine.batch import rule_frame
 from pointbook.engine.fold import _decision_id
-from pointbook.engine.kernel import NEVER, KernelPack, course_types, make_columns, unsupported
+from pointbook.engine.kernel import (
+    NEVER,
+    Codes,
+    KernelPack,
+    course_types,
+    make_columns,
+    unsupported,
+)
 from pointbook.rules.pack import PackVersion
 from pointbook.store.base import Store
+from pointbook.store.sqlite_scan import ROW_SCHEMA
 
 __all__ = [
     "Side",
@@ -54,18 +62,9 @@ __all__ = [
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ROW_SCHEMA: dict[str, Any] = {
-    "subject": pl.String,
-    "event_id": pl.String,
-    "type": pl.String,
-    "occurred_us": pl.Int64,
-    "erased": pl.Int64,
-    "attributes": pl.String,
-    "rule_id": pl.String,
-    "delta": pl.Int64,
-    "until": pl.Int64,
-    "capped": pl.Int64,
-}
+_ROW_SCHEMA = ROW_SCHEMA  # subject, event_id, type, occurred_us, erased, attributes, entry
+# The index read's rows: 0/1 for the flags.
+_INDEX_SCHEMA = _ROW_SCHEMA | {"erased": pl.Int64, "capped": pl.Int64}
 _STEP_SCHEMA: dict[str, Any] = {
     "s": pl.Int64,
     "event_id": pl.String,
@@ -209,6 +208,7 @@ def population_scores(
 
 
 SCAN_MIN_SUBJECTS = 5_000
+SCAN_BATCH = 500_000  # events per read of the tables' own order (tests make it small)
 
 
 def _rows(
@@ -222,7 +222,7 @@ def _rows(
     scan: bool | None,
 ) -> Iterator[tuple[pl.DataFrame, int]]:
     """The stored rows of ``subjects`` slice by slice, the way the store reads fastest."""
-    scanner = getattr(store, "scan_population", None)
+    scanner = getattr(store, "population_frames", None)
     if scan is None:
         scan = scanner is not None and len(subjects) >= SCAN_MIN_SUBJECTS
     if scan and scanner is not None:
@@ -231,7 +231,7 @@ def _rows(
 
 
 def _scan(
-    scanner: Callable[..., tuple[Iterator[list[Any]], Iterator[list[Any]]]],
+    scanner: Callable[..., Iterator[pl.DataFrame]],
     domain: str,
     subjects: Sequence[str],
     since: int | None,
@@ -239,45 +239,24 @@ def _scan(
     types: Sequence[str],
     chunk: int,
 ) -> Iterator[tuple[pl.DataFrame, int]]:
-    """The same rows as `_read_ahead`, each table read in its own order and cut by a hash of
-    the subject into slices of about ``chunk`` subjects. The pieces are spilled to a temporary
-    folder as they are read (Arrow IPC), so memory holds one batch and one slice, not the
-    domain."""
+    """The same rows as `_read_ahead`, read in the tables' own order (`population_frames`)
+    and cut by a hash of the subject into slices of about ``chunk`` subjects. The pieces are
+    spilled to a temporary folder as they are read (Arrow IPC), so memory holds one batch and
+    one slice, not the domain."""
     wanted = pl.Series("subject", list(subjects), dtype=pl.String)
     slices = max(1, -(-len(subjects) // chunk))
     which = (pl.col("subject").hash(seed=7) % slices).alias("slice")
-    event_batches, entry_batches = scanner(domain, since, until, types)
-    ev_schema: dict[str, Any] = {
-        k: _ROW_SCHEMA[k] for k in ("subject", "event_id", "type", "occurred_us", "erased")
-    } | {"attributes": pl.String}
-    en_schema: dict[str, Any] = {"subject": pl.String, "event_id": pl.String}
-    en_schema |= {k: _ROW_SCHEMA[k] for k in ("rule_id", "delta", "until", "capped")}
     with tempfile.TemporaryDirectory(prefix="pointbook-scan-") as tmp:
         folder = Path(tmp)
-        for name, batches, schema in (
-            ("events", event_batches, ev_schema),
-            ("entries", entry_batches, en_schema),
-        ):
-            for i, batch in enumerate(batches):
-                frame = pl.DataFrame(batch, schema=schema, orient="row")
-                if name == "events":
-                    frame = frame.filter(pl.col("subject").is_in(wanted))
-                for (k,), piece in (
-                    frame.with_columns(which).partition_by("slice", as_dict=True).items()
-                ):
-                    piece.drop("slice").write_ipc(folder / f"{name}-{k}-{i}.arrow")
+        for i, batch in enumerate(scanner(domain, since, until, types, SCAN_BATCH)):
+            frame = batch.filter(pl.col("subject").is_in(wanted)).with_columns(which)
+            for (k,), piece in frame.partition_by("slice", as_dict=True).items():
+                piece.drop("slice").write_ipc(folder / f"rows-{k}-{i}.arrow")
         seen = 0
         for k in range(slices):
-            events = _read_pieces(folder, f"events-{k}-", ev_schema)
-            if events.is_empty():
+            rows = _read_pieces(folder, f"rows-{k}-", _ROW_SCHEMA)
+            if rows.is_empty():
                 continue
-            # Both tables were cut the same way: each slice joins its own entries only.
-            entries = _read_pieces(folder, f"entries-{k}-", en_schema).drop("subject")
-            rows = (
-                events.join(entries, on="event_id", how="left")
-                .select(list(_ROW_SCHEMA))
-                .with_columns(pl.col("erased").cast(pl.Boolean), pl.col("capped").cast(pl.Boolean))
-            )
             covered = rows["subject"].n_unique()
             seen += covered
             yield rows, covered
@@ -304,9 +283,7 @@ def _read_ahead(
 
     def read(part: Sequence[str]) -> pl.DataFrame:
         found = store.population_rows(domain, part, since, until, types)
-        return pl.DataFrame(found, schema=_ROW_SCHEMA, orient="row").with_columns(
-            pl.col("erased").cast(pl.Boolean), pl.col("capped").cast(pl.Boolean)
-        )
+        return pl.DataFrame(found, schema=_INDEX_SCHEMA, orient="row").cast(_ROW_SCHEMA)  # type: ignore[arg-type]
 
     parts = [subjects[i : i + chunk] for i in range(0, len(subjects), chunk)]
     # The next slice is read while this one is folded: the store's connection is used by the
@@ -518,8 +495,8 @@ def _fold(
         kind,
         steps["occurred_us"].to_numpy().astype(np.int64),
         steps["key"].to_numpy().astype(np.int64),
-        steps["type"].to_list(),
-        steps["rule_id"].to_list(),
+        _codes(steps["type"]),
+        _codes(steps["rule_id"]),
         steps["delta"].to_numpy().astype(np.int64),
         steps["until"].fill_null(NEVER).to_numpy().astype(np.int64),
         steps["capped"].fill_null(False).to_numpy().astype(np.bool_),
@@ -568,6 +545,13 @@ def _fold(
         },
     )
     return Side(result.points, table, decisions)
+
+
+def _codes(column: pl.Series) -> Codes:
+    """A string column as codes into its sorted distinct values (-1 for null), column-wise."""
+    names = column.drop_nulls().unique().sort()
+    found = column.replace_strict(names, pl.int_range(len(names), eager=True), default=-1)
+    return found.cast(pl.Int64).to_numpy(), names.to_list()
 
 
 def decision_id(domain: str, subject: str, row: dict[str, Any]) -> str:

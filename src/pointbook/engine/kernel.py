@@ -38,10 +38,12 @@ from pointbook.rules.spec import BalanceSchemeSpec, RestorationSpec
 
 __all__ = [
     "NEVER",
+    "Codes",
     "Columns",
     "KernelPack",
     "KernelResult",
     "Row",
+    "codes",
     "columns_of",
     "make_columns",
     "unsupported",
@@ -49,6 +51,8 @@ __all__ = [
 
 Ints = npt.NDArray[np.int64]
 Flags = npt.NDArray[np.bool_]
+# Strings as codes: one code per row, and the names the codes stand for.
+Codes = tuple[Ints, Sequence[str]]
 
 NEVER = int(np.iinfo(np.int64).max)  # an end that never comes
 _DAWN = int(np.iinfo(np.int64).min)
@@ -649,7 +653,6 @@ class Columns:
     match: Flags
     interval_end: Ints
     course_points: Ints
-    rule_ids: list[str | None]
 
     def fold(self, pack: KernelPack, as_of: datetime | int) -> KernelResult:
         """Fold every subject as of ``as_of`` (an instant, or microseconds since the epoch)."""
@@ -722,17 +725,21 @@ def make_columns(
     kind: Ints,
     occurred: Ints,
     key: Ints,
-    event_types: Sequence[str],
-    rule_ids: Sequence[str | None],
+    event_types: Codes,
+    rule_ids: Codes,
     delta: Ints,
     until: Ints,
     capped: Flags,
 ) -> Columns:
     """The kernel's columns from steps already in the fold's order (subject, instant, event id,
     then the event's entries in pack order, then its course credit if any): ``kind`` 0 for an
-    entry, 1 for a course event; ``until`` NEVER where an entry has no end of its own. Works
-    out what depends on the versions: the version in force, the local day of the daily cap,
-    when each restoration a loss starts falls due, whether it applies, and course credits."""
+    entry, 1 for a course event; ``until`` NEVER where an entry has no end of its own; each
+    step's event type and rule id as codes into their names (rule code -1 for a course
+    event), so that a population's millions of steps carry no Python string each. Works out
+    what depends on the versions: the version in force, the local day of the daily cap, when
+    each restoration a loss starts falls due, whether it applies, and course credits."""
+    type_code, type_names = event_types
+    rule_code, rule_names = rule_ids
     n = len(occurred)
     versions = pack.versions
     tz = versions[0].tz
@@ -762,15 +769,14 @@ def make_columns(
     courses = course_types(versions)
     rests = [[r for r in v.restorations if r.kind in _RESTORATIONS] for v in versions]
     losses = np.flatnonzero((kind == 0) & (delta < 0))
-    rules = np.array([r or "" for r in rule_ids], dtype=object)
     for v in range(len(versions)):
         # Vectorised per version: what a loss starts depends on its rule (tags), its points
         # and its instant, each worked out once per distinct value.
         rows = losses[vrow[losses] == v]
         if not len(rows):
             continue
-        names, which = np.unique(rules[rows], return_inverse=True)
-        tags = [tags_of[v].get(name, frozenset()) for name in names]
+        codes, which = np.unique(rule_code[rows], return_inverse=True)
+        tags = [tags_of[v].get(rule_names[c], frozenset()) for c in codes.tolist()]
         longer[rows] = np.array([not longer_tags[v].isdisjoint(t) for t in tags])[which]
         instants, when = np.unique(occurred[rows], return_inverse=True)
         for c, r in enumerate(rests[v]):
@@ -789,7 +795,7 @@ def make_columns(
                 match[rows, c] = np.array([not t.isdisjoint(r.tags) for t in tags])[which]
     for j in np.flatnonzero(kind == 1).tolist():
         v = int(vrow[j])
-        course = courses[v][event_types[j]]
+        course = courses[v][type_names[int(type_code[j])]]
         at = int(occurred[j])
         due[j, 0] = at if course.delay is None else later(at, course.delay)
         if course.min_interval is not None:
@@ -814,7 +820,6 @@ def make_columns(
         match=match,
         interval_end=interval_end,
         course_points=course_points,
-        rule_ids=list(rule_ids),
     )
 
 
@@ -869,9 +874,16 @@ def columns_of(pack: KernelPack, histories: Sequence[Sequence[Event]], as_of: da
         ints(kind),
         ints(occurred),
         ints(key),
-        types,
-        rules,
+        codes(types),
+        codes(rules),
         ints(delta),
         ints(until),
         np.array(capped, dtype=np.bool_),
     )
+
+
+def codes(values: Sequence[str | None]) -> Codes:
+    """``values`` as codes into their sorted distinct names (-1 for None)."""
+    names = sorted({v for v in values if v is not None})
+    index = {name: k for k, name in enumerate(names)}
+    return np.array([-1 if v is None else index[v] for v in values], dtype=np.int64), names

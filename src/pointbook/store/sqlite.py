@@ -17,6 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import polars as pl
+
 from pointbook.dates import from_micros, to_micros
 from pointbook.engine.model import Decision, Entry, Event
 from pointbook.errors import StorageFullError, StoreError
@@ -27,6 +29,7 @@ from pointbook.store.audit_sql import SQLiteDb
 from pointbook.store.base import BatchRaceError, DecisionRow, PackRow
 from pointbook.store.schema import AUDIT_LOG_MIGRATION, MIGRATIONS
 from pointbook.store.sqlite_process import ProcessTables
+from pointbook.store.sqlite_scan import population_frames
 
 __all__ = ["SQLiteStore"]
 
@@ -339,37 +342,21 @@ class SQLiteStore(ProcessTables):
         db = SQLiteDb(self.conn)
         return audit_sql.population_rows(db, domain, subjects, since_us, until_us, attribute_types)
 
-    def scan_population(
+    def population_frames(
         self,
         domain: str,
         since_us: int | None,
         until_us: int | None,
         attribute_types: Sequence[str],
-        batch: int = 100_000,
-    ) -> tuple[Iterator[list[tuple[Any, ...]]], Iterator[list[tuple[Any, ...]]]]:
-        """A domain's events (in [since_us, until_us] where given) and its entries, each table
-        read in its own order, in batches: (subject, id, type, occurred_us, erased 0/1,
-        attributes for live events of ``attribute_types``) and (subject, event_id, rule_id,
-        delta, counts_until_us, daily_cap). Reading a large store in table order costs a
-        tenth of reading it subject by subject through the index (each row then sits at a
-        random place of the file); the caller regroups the rows by subject."""
-        attrs, window, extra = audit_sql.event_parts("", attribute_types, since_us, until_us)
-        sql = (
-            "SELECT subject, id, type, occurred_us, CASE WHEN erased_us IS NULL THEN 0 ELSE 1"
-            f" END, {attrs} FROM pb_events WHERE domain = ?{window}"
+        batch: int = 500_000,
+    ) -> Iterator[pl.DataFrame]:
+        """A domain's events (in [since_us, until_us] where given) with their entries, in the
+        tables' own order, ``batch`` events at a time (`sqlite_scan.population_frames`): a
+        tenth of the cost of reading a large store subject by subject through the index. The
+        caller regroups the rows by subject."""
+        return population_frames(
+            self.path, self.conn, domain, since_us, until_us, attribute_types, batch
         )
-        params: list[Any] = [*attribute_types, domain, *extra]
-        entries = (
-            "SELECT subject, event_id, rule_id, delta, counts_until_us, daily_cap"
-            " FROM pb_entries WHERE domain = ?"
-        )
-
-        def batches(query: str, args: Sequence[Any]) -> Iterator[list[tuple[Any, ...]]]:
-            cursor = self.conn.execute(query, args)
-            while found := cursor.fetchmany(batch):
-                yield found
-
-        return batches(sql, params), batches(entries, [domain])
 
     def subject_entries(self, domain: str, subject: str) -> list[Entry]:
         found = self._query(
