@@ -29,9 +29,10 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from pointbook.dates import Duration, add_duration, local_date, to_micros
+from pointbook.dates import Duration, add_duration, to_micros
 from pointbook.engine.fold import _facts
 from pointbook.engine.judge import judge
+from pointbook.engine.localtime import local_days, shifted
 from pointbook.engine.model import Event
 from pointbook.rules.pack import PackVersion
 from pointbook.rules.spec import BalanceSchemeSpec, RestorationSpec
@@ -744,16 +745,7 @@ def make_columns(
     versions = pack.versions
     tz = versions[0].tz
     vrow = pack.version_index(occurred) if n else np.zeros(0, dtype=np.int64)
-    if tz.key in ("UTC", "Etc/UTC"):
-        day = occurred // _DAY_US
-    else:
-        days: dict[int, int] = {}
-        day = np.empty(n, dtype=np.int64)
-        for j, us in enumerate(occurred.tolist()):
-            known = days.get(us)
-            if known is None:
-                known = days[us] = local_date(_EPOCH + timedelta(microseconds=us), tz).toordinal()
-            day[j] = known
+    day = local_days(occurred, tz)
     width = max(1, int(np.max(np.diff(pack.r_first))) if len(pack.r_first) > 1 else 1)
     due = np.full((n, width), NEVER, dtype=np.int64)
     due_longer = np.full((n, width), NEVER, dtype=np.int64)
@@ -781,14 +773,10 @@ def make_columns(
         instants, when = np.unique(occurred[rows], return_inverse=True)
         for c, r in enumerate(rests[v]):
             assert r.after is not None
-            after = r.after
-            due[rows, c] = np.array([later(int(u), after) for u in instants], dtype=np.int64)[when]
+            due[rows, c] = shifted(instants, r.after, tz)[when]
             if r.kind == "clean-period":
                 if r.longer_after is not None:
-                    slower = r.longer_after
-                    due_longer[rows, c] = np.array(
-                        [later(int(u), slower) for u in instants], dtype=np.int64
-                    )[when]
+                    due_longer[rows, c] = shifted(instants, r.longer_after, tz)[when]
             elif r.kind == "small-loss":
                 match[rows, c] = -delta[rows] <= (r.max_loss or 0)
             else:
