@@ -523,15 +523,16 @@ def _fold(
     runs = np.flatnonzero(new)
     ordinal = np.arange(len(ds), dtype=np.int64) - runs[np.cumsum(new) - 1]
     rows = pack.threshold_rows
+    # Looked up column-wise: a threshold's id and kind by its row, a level's value by its
+    # place in the flat table of every threshold's levels.
+    level_first = np.cumsum([0] + [len(r[2]) for r in rows], dtype=np.int64)
+    level_values = np.array([v for r in rows for v in r[2]], dtype=np.int64)
     decisions = pl.DataFrame(
         {
             "s": ds,
-            "threshold": [rows[k][0] for k in t.tolist()],
-            "kind": [rows[k][1] for k in t.tolist()],
-            "level": [
-                rows[k][2][lv]
-                for k, lv in zip(t.tolist(), result.decision_level.tolist(), strict=True)
-            ],
+            "threshold": pl.Series([r[0] for r in rows], dtype=pl.String).gather(t),
+            "kind": pl.Series([r[1] for r in rows], dtype=pl.String).gather(t),
+            "level": level_values[level_first[t] + result.decision_level],
             "at": at,
             "ordinal": ordinal,
         },
