@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -170,11 +171,27 @@ def kernel_sides(
         )
     )
 
-    for rows, covered in _rows(store, domain, subjects, since, until, types, chunk, scan):
-        if not rows.is_empty():
-            yield _slice(rows, sides, when_us)
-        if progress is not None:
-            progress(covered)
+    # Two slices are folded at once: Polars and the compiled loop release the GIL, so the
+    # two cores share the work; the slices come out in order, two at most in memory.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="kernel-slice") as pool:
+        pending: deque[tuple[Future[Slice] | None, int]] = deque()
+        for rows, covered in _rows(store, domain, subjects, since, until, types, chunk, scan):
+            work = None if rows.is_empty() else pool.submit(_slice, rows, sides, when_us)
+            pending.append((work, covered))
+            while len(pending) > 1 or (pending and pending[0][0] is None):
+                yield from _done(pending.popleft(), progress)
+        while pending:
+            yield from _done(pending.popleft(), progress)
+
+
+def _done(
+    item: tuple[Future[Slice] | None, int], progress: Callable[[int], None] | None
+) -> Iterator[Slice]:
+    work, covered = item
+    if work is not None:
+        yield work.result()
+    if progress is not None:
+        progress(covered)
 
 
 def split_by_appeals(store: Store, domain: str) -> tuple[list[str], list[str]]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -77,31 +78,48 @@ def population_frames(
         "SELECT event_id, rule_id, delta, COALESCE(counts_until_us, ?) AS until,"
         " daily_cap AS capped FROM pb_entries WHERE domain = ? AND event_id > ?"
     )
-    with _reader(path, conn) as fetch:
-        after = ""
-        while True:
-            ev = fetch(events, [*attribute_types, domain, after, *extra, batch])
-            if ev.is_empty():
-                return
-            ev = ev.cast(EVENT_SCHEMA)  # type: ignore[arg-type]
+
+    def read_events(after: str) -> pl.DataFrame:
+        found = fetch_events(events, [*attribute_types, domain, after, *extra, batch])
+        return found.cast(EVENT_SCHEMA)  # type: ignore[arg-type]
+
+    def read_entries(after: str, last: str | None) -> pl.DataFrame:
+        bound, params = "", [NO_END, domain, after]
+        if last is not None:
+            bound, params = " AND event_id <= ?", [*params, last]
+        found = fetch_entries(entries + bound, params)
+        if found.is_empty():
+            return pl.DataFrame(schema=ENTRY_SCHEMA)
+        return found.cast(ENTRY_SCHEMA).with_columns(  # type: ignore[arg-type]
+            pl.when(pl.col("until") == NO_END).then(None).otherwise(pl.col("until")).alias("until")
+        )
+
+    # Two connections: a batch's entries are read while the next batch of events is. The
+    # entries' read transaction starts after the events' (their first read comes later),
+    # so it holds every entry of every event read (events and entries are written in one
+    # transaction); entries of later events are left out by the join.
+    with (
+        _reader(path, conn) as fetch_events,
+        _reader(path, conn) as fetch_entries,
+        ThreadPoolExecutor(1, thread_name_prefix="scan-entries") as pool,
+    ):
+        after, ev = "", read_events("")
+        while not ev.is_empty():
             last = ev["event_id"][-1]
-            bound, params = "", [NO_END, domain, after]
-            if ev.height == batch:  # else this is the last batch: its entries run to the end
-                bound, params = " AND event_id <= ?", [*params, last]
-            en = fetch(entries + bound, params)
-            en = en.cast(ENTRY_SCHEMA) if not en.is_empty() else pl.DataFrame(schema=ENTRY_SCHEMA)  # type: ignore[arg-type]
-            en = en.with_columns(
-                pl.when(pl.col("until") == NO_END)
-                .then(None)
-                .otherwise(pl.col("until"))
-                .alias("until")
-            )
+            full = ev.height == batch  # else the last batch: its entries run to the end
+            if _in_memory(path):  # one connection, used by one thread at a time
+                en, ahead = read_entries(after, last if full else None), None
+            else:
+                pending = pool.submit(read_entries, after, last if full else None)
+                ahead = read_events(last) if full else None
+                en = pending.result()
             yield ev.join(en, on="event_id", how="left", maintain_order="left").select(
                 list(ROW_SCHEMA)
             )
-            if ev.height < batch:
+            if not full:
                 return
             after = last
+            ev = ahead if ahead is not None else read_events(last)
 
 
 class _reader:
