@@ -127,6 +127,12 @@ def test_recompute_reports_every_figure(runs: dict[str, dict[str, Any]]) -> None
     assert r["kernel_ratio_to_groupby"] == pytest.approx(
         r["kernel_subjects_per_s"] / r["groupby_subjects_per_s"]
     )
+    # The stricter baseline: the same group-by over rows read into Arrow, the same sums.
+    assert r["groupby_arrow_same_sums"] is True
+    assert r["groupby_arrow_seconds"] > 0
+    assert r["kernel_ratio_to_groupby_arrow"] == pytest.approx(
+        r["kernel_subjects_per_s"] / (r["groupby_subjects"] / r["groupby_arrow_seconds"])
+    )
 
 
 def test_ingest_on_postgres(tmp_path: Path, pg_url: str) -> None:

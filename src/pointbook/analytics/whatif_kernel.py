@@ -31,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
@@ -62,6 +62,7 @@ __all__ = [
     "split_by_appeals",
 ]
 
+T = TypeVar("T")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ROW_SCHEMA = ROW_SCHEMA  # subject, event_id, type, occurred_us, erased, attributes, entry
 # The index read's rows: 0/1 for the flags.
@@ -171,27 +172,34 @@ def kernel_sides(
         )
     )
 
-    # Two slices are folded at once: Polars and the compiled loop release the GIL, so the
-    # two cores share the work; the slices come out in order, two at most in memory.
+    rows = _rows(store, domain, subjects, since, until, types, chunk, scan)
+    yield from _two_at_once(rows, lambda found: _slice(found, sides, when_us), progress)
+
+
+def _two_at_once(
+    rows: Iterator[tuple[pl.DataFrame, int]],
+    work: Callable[[pl.DataFrame], T],
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[T]:
+    """``work`` on each slice's rows, two slices at once (Polars and the compiled loop release
+    the GIL, so the two cores share the work), the results in order, two at most in memory;
+    ``progress`` hears each slice's subjects once its result is out."""
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="kernel-slice") as pool:
-        pending: deque[tuple[Future[Slice] | None, int]] = deque()
-        for rows, covered in _rows(store, domain, subjects, since, until, types, chunk, scan):
-            work = None if rows.is_empty() else pool.submit(_slice, rows, sides, when_us)
-            pending.append((work, covered))
+        pending: deque[tuple[Future[T] | None, int]] = deque()
+        for found, covered in rows:
+            pending.append((None if found.is_empty() else pool.submit(work, found), covered))
             while len(pending) > 1 or (pending and pending[0][0] is None):
-                yield from _done(pending.popleft(), progress)
+                done, seen = pending.popleft()
+                if done is not None:
+                    yield done.result()
+                if progress is not None:
+                    progress(seen)
         while pending:
-            yield from _done(pending.popleft(), progress)
-
-
-def _done(
-    item: tuple[Future[Slice] | None, int], progress: Callable[[int], None] | None
-) -> Iterator[Slice]:
-    work, covered = item
-    if work is not None:
-        yield work.result()
-    if progress is not None:
-        progress(covered)
+            done, seen = pending.popleft()
+            if done is not None:
+                yield done.result()
+            if progress is not None:
+                progress(seen)
 
 
 def split_by_appeals(store: Store, domain: str) -> tuple[list[str], list[str]]:
@@ -216,12 +224,13 @@ def population_scores(
     For subjects without appeals, under versions `kernel.unsupported` accepts."""
     pack = KernelPack.of(versions)
     when_us = to_micros(when)
-    for rows, _ in _rows(store, domain, subjects, None, None, [], chunk, scan):
-        if rows.is_empty():
-            continue
+
+    def score(rows: pl.DataFrame) -> tuple[list[str], Side]:
         names, events, first, stored = _prepare(rows, when_us)
         steps = _stored_steps(stored, events, pack)
-        yield names, _fold(pack, steps, first, len(names), when_us)
+        return names, _fold(pack, steps, first, len(names), when_us)
+
+    yield from _two_at_once(_rows(store, domain, subjects, None, None, [], chunk, scan), score)
 
 
 SCAN_MIN_SUBJECTS = 5_000

@@ -14,7 +14,9 @@ A second engine figure, in the same run: the compiled re-score (`population_scor
 kernel of what-if) over the domains whose packs it models, the others by `Ledger.states`
 (`kernel_…` fields). It gives each subject's points, entries counting and decisions, not the
 explanations `Ledger.states` builds; `kernel_same_points` says whether every subject's points
-equal the ones `Ledger.states` gave.
+equal the ones `Ledger.states` gave. The compiled re-score reads a SQLite file through ADBC
+into Arrow columns; so a second baseline reads the group-by's rows the same way
+(`groupby_arrow_…`, `kernel_ratio_to_groupby_arrow`), the stricter comparison.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ from pointbook.engine import evaluate_subject
 from pointbook.engine.kernel import unsupported
 from pointbook.intake import read_records
 from pointbook.ledger import Ledger
+from pointbook.store import SQLiteStore
 from pointbook.store.base import Store
+from pointbook.store.sqlite_scan import read_frame
 
 __all__ = ["DEFAULT_AS_OF", "groupby_sums", "run_recompute"]
 
@@ -51,6 +55,19 @@ def groupby_sums(store: Store, as_of: datetime) -> pl.DataFrame:
     ).fetchall()
     frame = pl.DataFrame(
         found, schema={"domain": pl.String, "subject": pl.String, "delta": pl.Int64}, orient="row"
+    )
+    return frame.group_by("domain", "subject").agg(pl.col("delta").sum().alias("points"))
+
+
+def groupby_arrow_sums(store: Store, as_of: datetime) -> pl.DataFrame | None:
+    """`groupby_sums` with the rows read through ADBC into Arrow (the read the compiled
+    re-score uses on a SQLite file); None for a store that is not one."""
+    if not isinstance(store, SQLiteStore) or store.path == ":memory:":
+        return None
+    frame = read_frame(
+        store.path,
+        "SELECT domain, subject, delta FROM pb_entries WHERE occurred_us <= ?",
+        (to_micros(as_of),),
     )
     return frame.group_by("domain", "subject").agg(pl.col("delta").sum().alias("points"))
 
@@ -94,6 +111,12 @@ def run_recompute(
             t0 = time.perf_counter()
             sums = groupby_sums(store, as_of)
             groupby_seconds = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            arrow = groupby_arrow_sums(store, as_of)
+            arrow_seconds = time.perf_counter() - t0 if arrow is not None else None
+            same_sums = arrow is None or arrow.sort("domain", "subject").equals(
+                sums.sort("domain", "subject")
+            )
             entries = int(
                 getattr(store, "conn").execute("SELECT COUNT(*) FROM pb_entries").fetchone()[0]  # noqa: B009
             )
@@ -124,6 +147,13 @@ def run_recompute(
         / kernel["kernel_seconds"]
         / groupby_per_s,
         "kernel_same_points": kernel["kernel_same_points"],
+        # The same group-by with its rows read into Arrow as the compiled re-score reads
+        # them (SQLite): the stricter baseline for it.
+        "groupby_arrow_seconds": arrow_seconds,
+        "groupby_arrow_same_sums": same_sums,
+        "kernel_ratio_to_groupby_arrow": None
+        if arrow_seconds is None
+        else kernel["kernel_subjects"] / kernel["kernel_seconds"] / (sums.height / arrow_seconds),
         "peak_rss_mb": rss,
     }
 

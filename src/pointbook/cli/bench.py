@@ -85,6 +85,8 @@ _RECOMPUTE = [
     ("kernel_subjects_per_s", "compiled re-score subjects/s", "{:,.0f}"),
     ("kernel_ratio_to_groupby", "compiled re-score / group-by", "{:.4f}"),
     ("kernel_same_points", "compiled re-score: same points", "{}"),
+    ("groupby_arrow_seconds", "group-by, rows read into Arrow, seconds", "{:.3f}"),
+    ("kernel_ratio_to_groupby_arrow", "compiled re-score / group-by read into Arrow", "{:.4f}"),
     ("peak_rss_mb", "peak RSS MiB", "{:,.0f}"),
 ]
 
@@ -107,7 +109,7 @@ def _show(result: dict[str, Any], json_out: bool, fields: list[tuple[str, str, s
     t.add_column("measure")
     t.add_column("value", justify="right")
     for key, label, fmt in fields:
-        if key in result:  # e.g. the peer's figures, only when it ran
+        if result.get(key) is not None:  # e.g. the peer's figures, only when it ran
             t.add_row(label, e(fmt.format(result[key])))
     console.print(t)
 

@@ -26,7 +26,7 @@ import polars as pl
 
 from pointbook.store import audit_sql
 
-__all__ = ["EVENT_SCHEMA", "NO_END", "ROW_SCHEMA", "population_frames"]
+__all__ = ["EVENT_SCHEMA", "NO_END", "ROW_SCHEMA", "population_frames", "read_frame"]
 
 # A stored entry's end where it has none (a NULL in the table). The reader types each column
 # from its first rows, so no column may start with NULLs: they are read as this and put back.
@@ -120,6 +120,15 @@ def population_frames(
                 return
             after = last
             ev = ahead if ahead is not None else read_events(last)
+
+
+def read_frame(path: str, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
+    """One query's rows from the store file ``path``, read through ADBC into Arrow columns
+    (what `population_frames` reads with; also the benchmarks' columnar baselines)."""
+    if _in_memory(path):
+        raise ValueError(f"{path}: an in-memory store is read through its own connection")
+    with _reader(path, sqlite3.connect(":memory:")) as fetch:
+        return fetch(sql, params)
 
 
 class _reader:
