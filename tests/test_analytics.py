@@ -22,6 +22,7 @@ from pointbook.analytics.report import population_report, report_html
 from pointbook.analytics.whatif import run_whatif, whatif_html, whatif_view
 from pointbook.analytics.whatif_kernel import decision_id, population_scores
 from pointbook.cli import app
+from pointbook.dates import to_micros
 from pointbook.engine import evaluate_subject
 from pointbook.intake import EventIn, RawRecord
 from pointbook.ledger import Ledger
@@ -682,13 +683,16 @@ def test_whatif_by_the_kernel_on_the_french_licence(
 
 def test_whatif_reports_its_progress_over_every_subject(ledger: Ledger, candidate: Path) -> None:
     """Both paths tell how many subjects they got through, slice by slice: in all, every
-    subject of the domain (with a window, those with no event in it too)."""
+    subject of the domain (with a window, those with no event in it too). A scanned read
+    also tells how many stored rows each of its batches brought: in all, every row of the
+    domain's events (in the window) with their entries."""
     cand = load_pack_file(candidate)
-    everyone = len(ledger.store.subjects(DOMAIN))
+    everyone = ledger.store.subjects(DOMAIN)
     window = {"start": datetime(2021, 1, 1, tzinfo=UTC), "end": datetime(2021, 3, 1, tzinfo=UTC)}
     for kernel, scan in ((True, False), (True, True), (False, None)):
         for bounds in ({}, window):
             steps: list[int] = []
+            read: list[int] = []
             run_whatif(
                 ledger,
                 DOMAIN,
@@ -699,6 +703,15 @@ def test_whatif_reports_its_progress_over_every_subject(ledger: Ledger, candidat
                 kernel_chunk=17,
                 kernel_scan=scan,
                 progress=steps.append,
+                reading=read.append,
                 **bounds,
             )
-            assert sum(steps) == everyone and len(steps) > 1, (kernel, bounds)
+            assert sum(steps) == len(everyone) and len(steps) > 1, (kernel, bounds)
+            if scan:
+                since, until = (
+                    to_micros(b) if b else None for b in (bounds.get("start"), bounds.get("end"))
+                )
+                rows = ledger.store.population_rows(DOMAIN, everyone, since, until, [])
+                assert sum(read) == len(rows) > 0, bounds
+            else:
+                assert read == []

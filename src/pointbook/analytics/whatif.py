@@ -245,10 +245,13 @@ def run_whatif(
     kernel_chunk: int = 10_000,
     progress: Callable[[int], None] | None = None,
     kernel_scan: bool | None = None,
+    reading: Callable[[int], None] | None = None,
 ) -> WhatIf:
     """Replay every subject of ``domain`` under its versions and under ``candidate`` (with
     ``use_kernel``, by the compiled fold where both sides allow it; the same result).
-    ``progress`` is called with the number of subjects each step of the work got through."""
+    ``progress`` is called with the number of subjects each step of the work got through;
+    ``reading`` with the number of stored rows each batch of a scanned read brought (the
+    compiled fold's read of a large SQLite store, done before the first subject is folded)."""
     t0 = time.perf_counter()
     published = ledger.require_domain(domain)
     versions = prepare_candidate(published, candidate)
@@ -286,6 +289,7 @@ def run_whatif(
             kernel_chunk,
             progress,
             kernel_scan,
+            reading,
         ):
             _merge_slice(out, piece, before_rules, after_rules, touched is not None)
         histories = ledger.histories(domain, chunk, subjects=contested)

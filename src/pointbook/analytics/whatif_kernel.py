@@ -151,9 +151,12 @@ def kernel_sides(
     chunk: int = 10_000,
     progress: Callable[[int], None] | None = None,
     scan: bool | None = None,
+    reading: Callable[[int], None] | None = None,
 ) -> Iterator[Slice]:
     """Each slice of ``subjects`` (``chunk`` at a time) folded under both sides' versions;
-    ``progress`` hears how many subjects each slice covered (those with no event too).
+    ``progress`` hears how many subjects each slice covered (those with no event too);
+    ``reading``, how many stored rows each batch of a scanned read brought (the scan reads
+    every row before the first slice is folded).
 
     ``subjects`` may be a domain's subjects but some (those with appeals): with ``scan`` (by
     default on a SQLite store, for 5,000 subjects or more) the stored rows are then read in
@@ -172,7 +175,7 @@ def kernel_sides(
         )
     )
 
-    rows = _rows(store, domain, subjects, since, until, types, chunk, scan)
+    rows = _rows(store, domain, subjects, since, until, types, chunk, scan, reading)
     yield from _two_at_once(rows, lambda found: _slice(found, sides, when_us), progress)
 
 
@@ -246,13 +249,14 @@ def _rows(
     types: Sequence[str],
     chunk: int,
     scan: bool | None,
+    reading: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[pl.DataFrame, int]]:
     """The stored rows of ``subjects`` slice by slice, the way the store reads fastest."""
     scanner = getattr(store, "population_frames", None)
     if scan is None:
         scan = scanner is not None and len(subjects) >= SCAN_MIN_SUBJECTS
     if scan and scanner is not None:
-        return _scan(scanner, domain, subjects, since, until, types, chunk)
+        return _scan(scanner, domain, subjects, since, until, types, chunk, reading)
     return _read_ahead(store, domain, subjects, since, until, types, chunk)
 
 
@@ -264,6 +268,7 @@ def _scan(
     until: int | None,
     types: Sequence[str],
     chunk: int,
+    reading: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[pl.DataFrame, int]]:
     """The same rows as `_read_ahead`, read in the tables' own order (`population_frames`)
     and cut by a hash of the subject into slices of about ``chunk`` subjects. The pieces are
@@ -275,6 +280,8 @@ def _scan(
     with tempfile.TemporaryDirectory(prefix="pointbook-scan-") as tmp:
         folder = Path(tmp)
         for i, batch in enumerate(scanner(domain, since, until, types, SCAN_BATCH)):
+            if reading is not None:
+                reading(batch.height)
             frame = batch.filter(pl.col("subject").is_in(wanted)).with_columns(which)
             for (k,), piece in frame.partition_by("slice", as_dict=True).items():
                 piece.drop("slice").write_ipc(folder / f"rows-{k}-{i}.arrow")

@@ -91,7 +91,11 @@ def whatif(
         subjects = len(ledger.store.subjects(domain))
         with progress_bar() as bar:
             # On standard error, and only for a population worth waiting for.
-            task = bar.add_task("replaying", total=subjects, visible=subjects >= 10_000)
+            big = subjects >= 10_000
+            # A large SQLite store is read in full before the first subject is replayed: its
+            # rows are counted as they come (how many there are is not known ahead).
+            rows = bar.add_task("reading stored rows", total=None, visible=False)
+            task = bar.add_task("replaying", total=subjects, visible=big)
             result = run_whatif(
                 ledger,
                 domain,
@@ -99,6 +103,7 @@ def whatif(
                 start=since,
                 end=until,
                 progress=lambda n: bar.advance(task, n),
+                reading=lambda n: bar.update(rows, advance=n, visible=big),
             )
         view = whatif_view(result, k)
     finally:
