@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+import polars as pl
 import psycopg
 from psycopg import errors, sql
 from psycopg.rows import TupleRow
@@ -36,6 +37,7 @@ from pointbook.store.audit import VerifyResult, commit
 from pointbook.store.base import BatchRaceError, DecisionRow, PackRow
 from pointbook.store.postgres_db import Cursor, PgDb, Row, chunks, copy_rows
 from pointbook.store.postgres_process import PostgresProcessTables
+from pointbook.store.postgres_scan import population_frames
 from pointbook.store.schema import AUDIT_LOG_MIGRATION, POSTGRES_MIGRATIONS
 
 __all__ = ["LOCK_CLASS", "PgDb", "PostgresStore", "redact", "split_url"]
@@ -360,6 +362,24 @@ class PostgresStore(PostgresProcessTables):
                 return audit_sql.population_rows(
                     PgDb(cur), domain, subjects, since_us, until_us, attribute_types
                 )
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"{self.url}: {exc}") from exc
+
+    def population_frames(
+        self,
+        domain: str,
+        since_us: int | None,
+        until_us: int | None,
+        attribute_types: Sequence[str],
+        batch: int = 500_000,
+    ) -> Iterator[pl.DataFrame]:
+        """A domain's events (in [since_us, until_us] where given) with their entries, in
+        event id order, ``batch`` events at a time, joined by the server and sent as CSV by
+        COPY (`postgres_scan.population_frames`). The caller regroups the rows by subject."""
+        try:
+            yield from population_frames(
+                self.conn, domain, since_us, until_us, attribute_types, batch
+            )
         except psycopg.OperationalError as exc:
             raise StoreError(f"{self.url}: {exc}") from exc
 

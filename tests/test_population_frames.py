@@ -1,11 +1,14 @@
-"""The bulk read of a SQLite store (store/sqlite_scan.py): a domain's events with their
-entries in the tables' own order, batch by batch, through ADBC for a file and through sqlite3
-for an in-memory store. Whatever the batch size and the reader, the rows are those of the
-subject-by-subject read through the index (`Store.population_rows`, an independent query)."""
+"""The bulk read of a store (`population_frames`): a domain's events with their entries in
+event id order, batch by batch; on SQLite in the tables' own order through ADBC for a file
+and through sqlite3 for an in-memory store (store/sqlite_scan.py), on PostgreSQL joined by
+the server and sent by COPY as CSV (store/postgres_scan.py). Whatever the backend, batch size
+and reader, the rows are those of the subject-by-subject read through the index
+(`Store.population_rows`, an independent query)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,13 +20,14 @@ from pointbook.bench import generate_workload, open_ledger
 from pointbook.dates import to_micros
 from pointbook.intake import EventIn, RawRecord
 from pointbook.ledger import Ledger
-from pointbook.store import SQLiteStore
+from pointbook.store import PostgresStore, SQLiteStore
+from pointbook.store.base import Store
 from pointbook.store.sqlite_scan import ROW_SCHEMA
 
 DOMAIN = "fr-driving"
 
 
-def _ledger(store: SQLiteStore) -> Ledger:
+def _ledger(store: Store) -> Ledger:
     led = open_ledger(store)
     bodies = [b for b in generate_workload(1500, 150, 11) if b["domain"] == DOMAIN]
     records = [
@@ -38,10 +42,16 @@ def _ledger(store: SQLiteStore) -> Ledger:
     return led
 
 
-@pytest.fixture(params=["file", "memory"])
+@pytest.fixture(params=["file", "memory", "postgres"])
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    where = tmp_path / "scan.db" if request.param == "file" else ":memory:"
-    led = _ledger(SQLiteStore(where))
+    store: Store
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        new_schema: Callable[[], str] = request.getfixturevalue("pg_schemas")
+        store = PostgresStore(url, schema=new_schema())
+    else:
+        store = SQLiteStore(tmp_path / "scan.db" if request.param == "file" else ":memory:")
+    led = _ledger(store)
     yield led
     led.close()
 
@@ -67,7 +77,7 @@ def test_the_tables_read_in_their_order_give_the_rows_of_the_index_read(
     ledger: Ledger, since: int | None, until: int | None, types: list[str]
 ) -> None:
     store = ledger.store
-    assert isinstance(store, SQLiteStore)
+    assert isinstance(store, SQLiteStore | PostgresStore)
     subjects = store.subjects(DOMAIN)
     by_index = store.population_rows(DOMAIN, subjects, since, until, types)
     assert by_index
@@ -88,5 +98,5 @@ def test_the_tables_read_in_their_order_give_the_rows_of_the_index_read(
 
 def test_an_unknown_domain_reads_nothing(ledger: Ledger) -> None:
     store = ledger.store
-    assert isinstance(store, SQLiteStore)
+    assert isinstance(store, SQLiteStore | PostgresStore)
     assert list(store.population_frames("nowhere", None, None, [], 10)) == []
