@@ -16,6 +16,11 @@ instead, a slice of subjects at a time:
 * both sides go through `engine.kernel`, and the comparison (points, decisions, applied
   points, points by rule) is made column by column.
 
+The rows come from the store as it reads them fastest: a large population in bulk
+(`Store.population_frames`: ADBC into Arrow on SQLite, COPY as CSV on PostgreSQL) regrouped
+by a hash of the subject through a temporary folder; a small one through the subject index.
+Two slices are folded at once.
+
 Subjects with appeals are left to the reference fold (the kernel does not model appeals):
 `run_whatif` replays them as before. tests/test_analytics.py checks this path against the
 reference one on the same stores, on both backends.
