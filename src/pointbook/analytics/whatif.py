@@ -251,7 +251,8 @@ def run_whatif(
     ``use_kernel``, by the compiled fold where both sides allow it; the same result).
     ``progress`` is called with the number of subjects each step of the work got through;
     ``reading`` with the number of stored rows each batch of a scanned read brought (the
-    compiled fold's read of a large SQLite store, done before the first subject is folded)."""
+    compiled fold's bulk read of a large population, done before the first subject is
+    folded)."""
     t0 = time.perf_counter()
     published = ledger.require_domain(domain)
     versions = prepare_candidate(published, candidate)

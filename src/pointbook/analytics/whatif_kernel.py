@@ -164,8 +164,9 @@ def kernel_sides(
     every row before the first slice is folded).
 
     ``subjects`` may be a domain's subjects but some (those with appeals): with ``scan`` (by
-    default on a SQLite store, for 5,000 subjects or more) the stored rows are then read in
-    table order and regrouped by subject, instead of subject by subject through the index."""
+    default for 5,000 subjects or more) the domain's stored rows are then read in bulk
+    (`Store.population_frames`) and regrouped by subject, instead of subject by subject
+    through the index."""
     sides = _Sides.of(published, candidate)
     when_us = to_micros(when)
     since = None if start is None else to_micros(start)
@@ -257,11 +258,10 @@ def _rows(
     reading: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[pl.DataFrame, int]]:
     """The stored rows of ``subjects`` slice by slice, the way the store reads fastest."""
-    scanner = getattr(store, "population_frames", None)
     if scan is None:
-        scan = scanner is not None and len(subjects) >= SCAN_MIN_SUBJECTS
-    if scan and scanner is not None:
-        return _scan(scanner, domain, subjects, since, until, types, chunk, reading)
+        scan = len(subjects) >= SCAN_MIN_SUBJECTS
+    if scan:
+        return _scan(store.population_frames, domain, subjects, since, until, types, chunk, reading)
     return _read_ahead(store, domain, subjects, since, until, types, chunk)
 
 

@@ -6,11 +6,13 @@ ledger. Every method is scoped to one domain: there is no cross-domain query (pr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
+
+import polars as pl
 
 from pointbook.engine.model import Appeal, Decision, Entry, Event
 from pointbook.errors import StoreError
@@ -82,6 +84,18 @@ class Store(Protocol):
         until_us: int | None,
         attribute_types: Sequence[str],
     ) -> list[tuple[Any, ...]]: ...
+    def population_frames(
+        self,
+        domain: str,
+        since_us: int | None,
+        until_us: int | None,
+        attribute_types: Sequence[str],
+        batch: int = 500_000,
+    ) -> Iterator[pl.DataFrame]:
+        """A domain's events with their entries in bulk, in event id order, ``batch`` events
+        at a time, one snapshot (`sqlite_scan.ROW_SCHEMA`'s columns): what-if's read of a
+        large population."""
+        ...
 
     # decisions (derived; materialised to deliver them and record reviewers' actions)
     def dirty_subjects(self, domain: str | None, limit: int) -> list[tuple[str, str]]: ...
