@@ -261,35 +261,54 @@ def _rows(
     if scan is None:
         scan = len(subjects) >= SCAN_MIN_SUBJECTS
     if scan:
-        return _scan(store.population_frames, domain, subjects, since, until, types, chunk, reading)
+        # The bulk read brings the whole domain: the subjects left out (those with appeals,
+        # usually few) are the ones to drop.
+        wanted = set(subjects)
+        skip = [s for s in store.subjects(domain) if s not in wanted]
+        frames = store.population_frames
+        return _scan(frames, domain, len(subjects), skip, since, until, types, chunk, reading)
     return _read_ahead(store, domain, subjects, since, until, types, chunk)
 
 
 def _scan(
     scanner: Callable[..., Iterator[pl.DataFrame]],
     domain: str,
-    subjects: Sequence[str],
+    subjects: int,
+    skip: Sequence[str],
     since: int | None,
     until: int | None,
     types: Sequence[str],
     chunk: int,
     reading: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[pl.DataFrame, int]]:
-    """The same rows as `_read_ahead`, read in the tables' own order (`population_frames`)
-    and cut by a hash of the subject into slices of about ``chunk`` subjects. The pieces are
-    spilled to a temporary folder as they are read (Arrow IPC), so memory holds one batch and
-    one slice, not the domain."""
-    wanted = pl.Series("subject", list(subjects), dtype=pl.String)
-    slices = max(1, -(-len(subjects) // chunk))
+    """The same rows as `_read_ahead` for the domain's ``subjects`` subjects but ``skip``,
+    read in bulk (`population_frames`) and cut by a hash of the subject into slices of about
+    ``chunk`` subjects. The pieces are spilled to a temporary folder (Arrow IPC) by a second
+    thread while the next batch is read, so memory holds a batch or two and a slice, not the
+    domain."""
+    dropped = pl.Series("subject", list(skip), dtype=pl.String).implode()
+    slices = max(1, -(-subjects // chunk))
     which = (pl.col("subject").hash(seed=7) % slices).alias("slice")
-    with tempfile.TemporaryDirectory(prefix="pointbook-scan-") as tmp:
+
+    def spill(i: int, batch: pl.DataFrame) -> None:
+        frame = batch.filter(~pl.col("subject").is_in(dropped)) if skip else batch
+        for (k,), piece in frame.with_columns(which).partition_by("slice", as_dict=True).items():
+            piece.drop("slice").write_ipc(folder / f"rows-{k}-{i}.arrow")
+
+    with (
+        tempfile.TemporaryDirectory(prefix="pointbook-scan-") as tmp,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel-spill") as writer,
+    ):
         folder = Path(tmp)
+        written: Future[None] | None = None
         for i, batch in enumerate(scanner(domain, since, until, types, SCAN_BATCH)):
             if reading is not None:
                 reading(batch.height)
-            frame = batch.filter(pl.col("subject").is_in(wanted)).with_columns(which)
-            for (k,), piece in frame.partition_by("slice", as_dict=True).items():
-                piece.drop("slice").write_ipc(folder / f"rows-{k}-{i}.arrow")
+            if written is not None:
+                written.result()  # one batch waits to be spilled at most
+            written = writer.submit(spill, i, batch)
+        if written is not None:
+            written.result()
         seen = 0
         for k in range(slices):
             rows = _read_pieces(folder, f"rows-{k}-", _ROW_SCHEMA)
@@ -299,7 +318,7 @@ def _scan(
             seen += covered
             yield rows, covered
     # Subjects with no event in [since, until] come in no slice: they are done all the same.
-    yield pl.DataFrame(schema=_ROW_SCHEMA), len(subjects) - seen
+    yield pl.DataFrame(schema=_ROW_SCHEMA), subjects - seen
 
 
 def _read_pieces(folder: Path, prefix: str, schema: dict[str, Any]) -> pl.DataFrame:
