@@ -278,7 +278,8 @@ def run_whatif(
         # (the kernel does not model appeals) by the reference fold below.
         out.path = "kernel"
         plain, contested = split_by_appeals(ledger.store, domain)
-        for piece in kernel_sides(
+        rules_only = touched is not None
+        for compared in kernel_sides(
             ledger.store,
             domain,
             published,
@@ -287,12 +288,13 @@ def run_whatif(
             when,
             start,
             end,
+            lambda part: _compare_slice(part, domain, rules_only),
             kernel_chunk,
             progress,
             kernel_scan,
             reading,
         ):
-            _merge_slice(out, piece, before_rules, after_rules, touched is not None)
+            _merge(out, compared, before_rules, after_rules)
         histories = ledger.histories(domain, chunk, subjects=contested)
     else:
         histories = ledger.histories(domain, chunk)
@@ -354,42 +356,50 @@ def run_whatif(
     return out
 
 
-def _merge_slice(
-    out: WhatIf,
-    part: Slice,
-    before_rules: dict[str, list[Any]],
-    after_rules: dict[str, list[Any]],
-    rules_only: bool,
-) -> None:
-    """Add a kernel slice's comparison to ``out``: what the per-subject loop of `run_whatif`
-    adds for each of its subjects, column by column."""
+@dataclass(frozen=True)
+class _Compared:
+    """A kernel slice's comparison, worked out column by column where the slice was folded:
+    what the per-subject loop of `run_whatif` adds for each of its subjects, by name."""
+
+    subjects: int
+    events: int
+    changes: list[tuple[str, int]]
+    appeared: list[tuple[str, str, str]]  # (decision id, kind, subject)
+    disappeared: list[tuple[str, str, str]]
+    affected: list[str]
+    rules_before: list[tuple[str, int, list[str]]]  # (rule, points, subjects counting it)
+    rules_after: list[tuple[str, int, list[str]]]
+    moved: list[tuple[str, str]]  # (rule, subject) whose points from the rule differ
+    reused: int
+
+
+def _compare_slice(part: Slice, domain: str, rules_only: bool) -> _Compared:
+    """Compare a kernel slice's two sides (see `_Compared`)."""
     names = part.subjects
+    named = pl.Series("name", names, dtype=pl.String)
     b, a = part.before, part.after
-    out.subjects += len(names)
-    out.events += part.events
-    affected: set[int] = set()
-    for s in (a.points != b.points).nonzero()[0].tolist():
-        out.changes[names[s]] = int(a.points[s] - b.points[s])
-        affected.add(s)
+    affected: list[pl.Series] = []
+    changed = (a.points != b.points).nonzero()[0]
+    changes = list(
+        zip(named.gather(changed).to_list(), (a.points - b.points)[changed].tolist(), strict=True)
+    )
+    affected.append(pl.Series(changed, dtype=pl.Int64))
     keys = ["s", "threshold", "level", "at", "ordinal"]
-    for side, other, kinds, subjects in (
-        (a, b, out.appeared_kind, out.appeared_subject),
-        (b, a, out.disappeared_kind, out.disappeared_subject),
-    ):
+    made: list[list[tuple[str, str, str]]] = []
+    for side, other in ((a, b), (b, a)):
         only = side.decisions.join(other.decisions.select(keys), on=keys, how="anti")
+        rows = []
         for row in only.iter_rows(named=True):
             subject = names[row["s"]]
-            did = decision_id(out.domain, subject, row)
-            kinds[did] = row["kind"]
-            subjects[did] = subject
-            affected.add(row["s"])
+            rows.append((decision_id(domain, subject, row), row["kind"], subject))
+        made.append(rows)
+        affected.append(only["s"])
     # Entries are compared by their place in the subject's fold. Where both sides have as
     # many entries for every subject (a candidate that changes points or thresholds, not
     # which rules match), the two tables are row for row the same places: no join needed.
     aligned = b.entries.height == a.entries.height and b.entries["s"].equals(a.entries["s"])
     if aligned:
-        moved_applied = b.entries["applied"] != a.entries["applied"]
-        affected.update(b.entries["s"].filter(moved_applied).unique().to_list())
+        affected.append(b.entries["s"].filter(b.entries["applied"] != a.entries["applied"]))
     else:
         pair = b.entries.join(a.entries, on=["s", "pos"], how="full", coalesce=True, suffix="_a")
         differs = (
@@ -397,42 +407,92 @@ def _merge_slice(
             | pl.col("applied_a").is_null()
             | (pl.col("applied") != pl.col("applied_a"))
         )
-        affected.update(pair.filter(differs)["s"].unique().to_list())
-    out.affected.update(names[s] for s in affected)
+        affected.append(pair.filter(differs)["s"])
+    touched = pl.concat(affected).unique()
     sums = []
-    for side, rules in ((b, before_rules), (a, after_rules)):
-        counting = side.entries.filter(pl.col("counts"))
-        per = counting.group_by("s", "rule_id").agg(pl.col("applied").sum())
+    totals: list[list[tuple[str, int, list[str]]]] = []
+    for side in (b, a):
+        per = (
+            side.entries.filter(pl.col("counts"))
+            .group_by("s", "rule_id")
+            .agg(pl.col("applied").sum())
+        )
         sums.append(per)
-        totals = per.group_by("rule_id").agg(pl.col("applied").sum(), pl.col("s"))
-        for rid, total, members in totals.iter_rows():
-            found = rules[rid]
-            found[0] += total
-            found[1].update(names[s] for s in members)
+        by_rule = per.group_by("rule_id").agg(pl.col("applied").sum(), pl.col("s"))
+        totals.append(
+            [
+                (rid, total, named.gather(members).to_list())
+                for rid, total, members in by_rule.iter_rows()
+            ]
+        )
     moved = (
         sums[0]
         .join(sums[1], on=["s", "rule_id"], how="full", coalesce=True, suffix="_a")
         .fill_null(0)
         .filter(pl.col("applied") != pl.col("applied_a"))
     )
-    for s, rid in moved.select("s", "rule_id").iter_rows():
-        out.rule_subjects_changed.setdefault(rid, set()).add(names[s])
+    reused = 0
     if rules_only:
         cols = ["rule_id", "delta", "until", "capped"]
         if aligned:
             unlike = b.entries["s"].filter(_unlike(b.entries, a.entries, cols))
-            out.reused += len(names) - unlike.n_unique()
         else:
             left = b.entries.select("s", "pos", *cols).fill_null(-1)
             right = a.entries.select("s", "pos", *cols).fill_null(-1)
-            keys = ["s", "pos", *cols]
-            only = pl.concat(
+            on = ["s", "pos", *cols]
+            unlike = pl.concat(
                 [
-                    left.join(right, on=keys, how="anti").select("s"),
-                    right.join(left, on=keys, how="anti").select("s"),
+                    left.join(right, on=on, how="anti").select("s"),
+                    right.join(left, on=on, how="anti").select("s"),
                 ]
+            )["s"]
+        reused = len(names) - unlike.n_unique()
+    return _Compared(
+        subjects=len(names),
+        events=part.events,
+        changes=changes,
+        appeared=made[0],
+        disappeared=made[1],
+        affected=named.gather(touched).to_list(),
+        rules_before=totals[0],
+        rules_after=totals[1],
+        moved=list(
+            zip(
+                moved["rule_id"].to_list(),
+                named.gather(moved["s"]).to_list(),
+                strict=True,
             )
-            out.reused += len(names) - only["s"].n_unique()
+        ),
+        reused=reused,
+    )
+
+
+def _merge(
+    out: WhatIf,
+    part: _Compared,
+    before_rules: dict[str, list[Any]],
+    after_rules: dict[str, list[Any]],
+) -> None:
+    """Add a compared slice to ``out``."""
+    out.subjects += part.subjects
+    out.events += part.events
+    out.changes.update(part.changes)
+    for found, kinds, subjects in (
+        (part.appeared, out.appeared_kind, out.appeared_subject),
+        (part.disappeared, out.disappeared_kind, out.disappeared_subject),
+    ):
+        for did, kind, subject in found:
+            kinds[did] = kind
+            subjects[did] = subject
+    out.affected.update(part.affected)
+    for totals, rules in ((part.rules_before, before_rules), (part.rules_after, after_rules)):
+        for rid, total, members in totals:
+            entry = rules[rid]
+            entry[0] += total
+            entry[1].update(members)
+    for rid, subject in part.moved:
+        out.rule_subjects_changed.setdefault(rid, set()).add(subject)
+    out.reused += part.reused
 
 
 def _unlike(left: pl.DataFrame, right: pl.DataFrame, cols: Sequence[str]) -> pl.Series:

@@ -153,12 +153,14 @@ def kernel_sides(
     when: datetime,
     start: datetime | None,
     end: datetime | None,
+    then: Callable[[Slice], T],
     chunk: int = 10_000,
     progress: Callable[[int], None] | None = None,
     scan: bool | None = None,
     reading: Callable[[int], None] | None = None,
-) -> Iterator[Slice]:
-    """Each slice of ``subjects`` (``chunk`` at a time) folded under both sides' versions;
+) -> Iterator[T]:
+    """Each slice of ``subjects`` (``chunk`` at a time) folded under both sides' versions,
+    and ``then`` applied to it where it was folded (what-if compares the sides there);
     ``progress`` hears how many subjects each slice covered (those with no event too);
     ``reading``, how many stored rows each batch of a scanned read brought (the scan reads
     every row before the first slice is folded).
@@ -182,7 +184,7 @@ def kernel_sides(
     )
 
     rows = _rows(store, domain, subjects, since, until, types, chunk, scan, reading)
-    yield from _two_at_once(rows, lambda found: _slice(found, sides, when_us), progress)
+    yield from _two_at_once(rows, lambda found: then(_slice(found, sides, when_us)), progress)
 
 
 def _two_at_once(
@@ -385,19 +387,8 @@ def _slice(rows: pl.DataFrame, sides: _Sides, when_us: int) -> Slice:
     base = _stored_steps(stored, events, pub)
     # The candidate: stored entries where its version in force judges the event's type as
     # the published one does (and for erased events); the other live events judged again.
-    ev_b = pub.version_index(events["occurred_us"].to_numpy())
-    ev_a = cand.version_index(events["occurred_us"].to_numpy())
-    events = events.with_columns(pl.Series("vb", ev_b), pl.Series("va", ev_a))
-    same = pl.DataFrame(
-        sorted(sides.same),
-        schema={"vb": pl.Int64, "va": pl.Int64, "type": pl.String},
-        orient="row",
-    ).with_columns(pl.lit(True).alias("reuse"))
-    events = events.join(same, on=["vb", "va", "type"], how="left").with_columns(
-        (pl.col("reuse").fill_null(False) | pl.col("erased")).alias("reuse")
-    )
-    kept_ids = events.filter(pl.col("reuse")).select("event_id")
-    kept = stored.join(kept_ids, on="event_id", how="semi")
+    events = _reusable(events, sides)
+    kept = _reusable(stored, sides).filter(pl.col("reuse"))
     redo = events.filter(~pl.col("reuse"))
     after = pl.concat(
         [
@@ -416,6 +407,24 @@ def _slice(rows: pl.DataFrame, sides: _Sides, when_us: int) -> Slice:
     )
 
 
+def _reusable(frame: pl.DataFrame, sides: _Sides) -> pl.DataFrame:
+    """``frame`` (rows of events) with the versions in force on each side at each row's date
+    (vb, va) and whether the candidate keeps the stored entries (reuse): the type has the same
+    rules in both versions, or the event was erased."""
+    at = frame["occurred_us"].to_numpy()
+    frame = frame.with_columns(
+        pl.Series("vb", sides.published.version_index(at), dtype=pl.Int64),
+        pl.Series("va", sides.candidate.version_index(at), dtype=pl.Int64),
+    )
+    pairs: dict[tuple[int, int], list[str]] = {}
+    for b, a, t in sorted(sides.same):
+        pairs.setdefault((b, a), []).append(t)
+    reuse = pl.col("erased")
+    for (b, a), types in pairs.items():
+        reuse = reuse | ((pl.col("vb") == b) & (pl.col("va") == a) & pl.col("type").is_in(types))
+    return frame.with_columns(reuse.alias("reuse"))
+
+
 def _stored_steps(stored: pl.DataFrame, events: pl.DataFrame, pack: KernelPack) -> pl.DataFrame:
     """The published side's steps: the stored entries and the course events."""
     return pl.concat([_positioned(stored, pack), _courses(events, pack)], how="vertical_relaxed")
@@ -431,23 +440,29 @@ def _positioned(entries: pl.DataFrame, pack: KernelPack) -> pl.DataFrame:
     """Stored entries as steps: each at its rule's place in the pack of the version in force
     at its date (an erased event's entries, read back from the store, in rule id order)."""
     version_of = pack.version_index(entries["occurred_us"].to_numpy())
-    found = []
+    names = sorted({r.id for v in pack.versions for r in v.spec.rules})
+    code_of = {rid: k for k, rid in enumerate(names)}
+    # Per version and rule (by code): its place in pack order and in rule id order; -1 for a
+    # rule the version does not have.
+    live = np.full((len(pack.versions), len(names) + 1), -1, dtype=np.int64)
+    by_id = live.copy()
     for v, version in enumerate(pack.versions):
         ids = [r.id for r in version.spec.rules]
-        rank = {rid: k for k, rid in enumerate(sorted(ids))}
-        found += [(v, rid, k, rank[rid]) for k, rid in enumerate(ids)]
-    places = pl.DataFrame(
-        found,
-        schema={"v": pl.Int64, "rule_id": pl.String, "live": pl.Int64, "by_id": pl.Int64},
-        orient="row",
+        for k, rid in enumerate(ids):
+            live[v, code_of[rid]] = k
+        for k, rid in enumerate(sorted(ids)):
+            by_id[v, code_of[rid]] = k
+    # A rule no version has (code -1) takes the last column: -1 in both tables.
+    code = (
+        entries["rule_id"]
+        .replace_strict(names, pl.int_range(len(names), eager=True), default=-1)
+        .cast(pl.Int64)
+        .to_numpy()
     )
-    entries = entries.with_columns(pl.Series("v", version_of, dtype=pl.Int64)).join(
-        places, on=["v", "rule_id"], how="left", maintain_order="left"
-    )
-    place = pl.when(pl.col("erased")).then(pl.col("by_id")).otherwise(pl.col("live")).fill_null(-1)
-    return entries.with_columns(pl.lit(0, dtype=pl.Int64).alias("kind"), place.alias("pos")).select(
-        list(_STEP_SCHEMA)
-    )
+    place = np.where(entries["erased"].to_numpy(), by_id[version_of, code], live[version_of, code])
+    return entries.with_columns(
+        pl.lit(0, dtype=pl.Int64).alias("kind"), pl.Series("pos", place, dtype=pl.Int64)
+    ).select(list(_STEP_SCHEMA))
 
 
 def _courses(events: pl.DataFrame, pack: KernelPack) -> pl.DataFrame:
