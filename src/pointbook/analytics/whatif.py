@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
+from operator import itemgetter
 from typing import Any
 
 import polars as pl
@@ -376,13 +377,10 @@ class _Compared:
 def _compare_slice(part: Slice, domain: str, rules_only: bool) -> _Compared:
     """Compare a kernel slice's two sides (see `_Compared`)."""
     names = part.subjects
-    named = pl.Series("name", names, dtype=pl.String)
     b, a = part.before, part.after
     affected: list[pl.Series] = []
     changed = (a.points != b.points).nonzero()[0]
-    changes = list(
-        zip(named.gather(changed).to_list(), (a.points - b.points)[changed].tolist(), strict=True)
-    )
+    changes = list(zip(_pick(names, changed), (a.points - b.points)[changed].tolist(), strict=True))
     affected.append(pl.Series(changed, dtype=pl.Int64))
     keys = ["s", "threshold", "level", "at", "ordinal"]
     made: list[list[tuple[str, str, str]]] = []
@@ -420,10 +418,7 @@ def _compare_slice(part: Slice, domain: str, rules_only: bool) -> _Compared:
         sums.append(per)
         by_rule = per.group_by("rule_id").agg(pl.col("applied").sum(), pl.col("s"))
         totals.append(
-            [
-                (rid, total, named.gather(members).to_list())
-                for rid, total, members in by_rule.iter_rows()
-            ]
+            [(rid, total, _pick(names, members)) for rid, total, members in by_rule.iter_rows()]
         )
     moved = (
         sums[0]
@@ -453,18 +448,28 @@ def _compare_slice(part: Slice, domain: str, rules_only: bool) -> _Compared:
         changes=changes,
         appeared=made[0],
         disappeared=made[1],
-        affected=named.gather(touched).to_list(),
+        affected=_pick(names, touched),
         rules_before=totals[0],
         rules_after=totals[1],
         moved=list(
             zip(
                 moved["rule_id"].to_list(),
-                named.gather(moved["s"]).to_list(),
+                _pick(names, moved["s"]),
                 strict=True,
             )
         ),
         reused=reused,
     )
+
+
+def _pick(names: list[str], at: Any) -> list[str]:
+    """``names`` at the places ``at`` (a column or list of ints): the same string objects, so
+    that the sets of subjects the result keeps share them (a subject's name is held once)."""
+    places = at.to_list() if hasattr(at, "to_list") else list(at)
+    if not places:
+        return []
+    found = itemgetter(*places)(names)
+    return [found] if len(places) == 1 else list(found)
 
 
 def _merge(

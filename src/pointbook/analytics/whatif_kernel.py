@@ -245,7 +245,7 @@ def population_scores(
 
 
 SCAN_MIN_SUBJECTS = 5_000
-SCAN_BATCH = 500_000  # events per read of the tables' own order (tests make it small)
+SCAN_BATCH = 250_000  # events per read of the tables' own order (tests make it small)
 
 
 def _rows(
