@@ -18,11 +18,12 @@ import pytest
 
 from pointbook.bench import generate_workload, open_ledger
 from pointbook.dates import to_micros
+from pointbook.errors import StoreError
 from pointbook.intake import EventIn, RawRecord
 from pointbook.ledger import Ledger
 from pointbook.store import PostgresStore, SQLiteStore
 from pointbook.store.base import Store
-from pointbook.store.sqlite_scan import ROW_SCHEMA
+from pointbook.store.sqlite_scan import ROW_SCHEMA, read_frame
 
 DOMAIN = "fr-driving"
 
@@ -100,3 +101,29 @@ def test_an_unknown_domain_reads_nothing(ledger: Ledger) -> None:
     store = ledger.store
     assert isinstance(store, SQLiteStore | PostgresStore)
     assert list(store.population_frames("nowhere", None, None, [], 10)) == []
+
+
+def test_a_store_file_with_an_odd_name_is_read_in_bulk(tmp_path: Path) -> None:
+    """The bulk reader opens the store by a file URI: spaces, '#', '?' and '%' in the name
+    are the store's own file all the same."""
+    led = _ledger(SQLiteStore(tmp_path / "odd #1 ?name% x.db"))
+    try:
+        store = led.store
+        subjects = store.subjects(DOMAIN)
+        expected = sorted(
+            store.population_rows(DOMAIN, subjects, None, None, []),
+            key=lambda r: (r[1], r[6] or ""),
+        )
+        frames = list(store.population_frames(DOMAIN, None, None, [], 50))
+        assert _sorted_rows(pl.concat(frames)) == expected
+    finally:
+        led.close()
+
+
+def test_a_store_that_cannot_be_read_in_bulk_says_which_and_why(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "store.db"
+    with pytest.raises(StoreError) as caught:
+        read_frame(str(missing), "SELECT 1")
+    assert str(missing) in str(caught.value) and "cannot read the store in bulk" in str(
+        caught.value
+    )

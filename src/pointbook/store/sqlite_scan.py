@@ -19,11 +19,15 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+import adbc_driver_manager as adbc_errors
+import adbc_driver_sqlite.dbapi as adbc
 import polars as pl
 
+from pointbook.errors import StoreError
 from pointbook.store import audit_sql
 
 __all__ = ["EVENT_SCHEMA", "NO_END", "ROW_SCHEMA", "population_frames", "read_frame"]
@@ -141,22 +145,33 @@ class _reader:
     def __enter__(self) -> Fetch:
         if _in_memory(self.path):
             return self._sqlite3
-        import adbc_driver_sqlite.dbapi as adbc
-
         uri = Path(self.path).resolve().as_uri() + "?mode=ro"
-        # DB-API connections are not autocommit: every batch is read in one transaction.
-        self.adbc = adbc.connect(uri)
+        try:
+            # DB-API connections are not autocommit: every batch is read in one transaction.
+            self.adbc = adbc.connect(uri)
+        except adbc_errors.Error as exc:
+            raise self._error(exc) from exc
         return self._adbc
 
     def __exit__(self, *exc: object) -> None:
         if self.adbc is not None:
-            self.adbc.close()
+            with suppress(adbc_errors.Error):
+                self.adbc.close()
 
     def _adbc(self, sql: str, params: Sequence[Any]) -> pl.DataFrame:
-        with self.adbc.cursor() as cur:
-            cur.execute(sql, tuple(params))
-            found = pl.DataFrame(cur.fetch_arrow())
+        try:
+            with self.adbc.cursor() as cur:
+                cur.execute(sql, tuple(params))
+                found = pl.DataFrame(cur.fetch_arrow())
+        except adbc_errors.Error as exc:
+            raise self._error(exc) from exc
         return found
+
+    def _error(self, exc: Exception) -> StoreError:
+        return StoreError(
+            f"{self.path}: cannot read the store in bulk ({exc}); check that the file exists"
+            " and is readable, or read a smaller population (it is then read by subject)"
+        )
 
     def _sqlite3(self, sql: str, params: Sequence[Any]) -> pl.DataFrame:
         cursor = self.conn.execute(sql, tuple(params))
