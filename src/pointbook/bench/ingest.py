@@ -42,7 +42,7 @@ from pointbook.bench.rawledger import time_raw_ledger
 from pointbook.dates import parse_instant, to_micros
 from pointbook.intake import read_records
 from pointbook.ledger import IngestReport, Ledger
-from pointbook.store.sqlite import BULK_CACHE_SIZE
+from pointbook.store.sqlite import BULK_CACHE_SIZE, BULK_WAL_AUTOCHECKPOINT
 
 __all__ = ["SAMPLE_AS_OF", "raw_rows", "run_ingest", "time_engine", "time_raw_insert"]
 
@@ -102,6 +102,7 @@ def time_raw_insert(found: Sequence[Row], backend: str, folder: Path, batch_size
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA cache_size={BULK_CACHE_SIZE}")  # as the engine's bulk load
+            conn.execute(f"PRAGMA wal_autocheckpoint={BULK_WAL_AUTOCHECKPOINT}")
             for ddl in _EVENTS_DDL:
                 conn.execute(ddl.format(int="INTEGER", suffix=" WITHOUT ROWID"))
             insert = f"INSERT INTO raw_events VALUES ({', '.join('?' * 13)})"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pointbook.store.base import Store
-from pointbook.store.sqlite import BULK_CACHE_SIZE, SQLiteStore
+from pointbook.store.sqlite import BULK_CACHE_SIZE, BULK_WAL_AUTOCHECKPOINT, SQLiteStore
 
 __all__ = ["LEDGER_TABLES", "time_raw_ledger"]
 
@@ -70,6 +70,7 @@ def _sqlite(source: Path, target: Path, batches: int) -> tuple[int, float]:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute(f"PRAGMA cache_size={BULK_CACHE_SIZE}")  # as the engine's bulk load
+        conn.execute(f"PRAGMA wal_autocheckpoint={BULK_WAL_AUTOCHECKPOINT}")
         for statement in ddl:
             conn.execute(statement)
         inserts = {

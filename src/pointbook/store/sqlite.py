@@ -43,8 +43,12 @@ def _chunks(seq: Sequence[T], n: int = _CHUNK) -> Iterator[Sequence[T]]:
         yield seq[i : i + n]
 
 
-# The page cache of a bulk load, in KiB (a negative cache_size is KiB): 64 MiB.
-BULK_CACHE_SIZE = -65536
+# The page cache of a bulk load, in KiB (a negative cache_size is KiB): 256 MiB. And the WAL
+# pages a bulk load lets pile up before a checkpoint copies them into the file (the default
+# is 1,000: a large load then checkpoints every few batches, writing each index page over and
+# over). Measured on `bench scale`: 12-14% less CPU per event than 64 MiB and the default.
+BULK_CACHE_SIZE = -262144
+BULK_WAL_AUTOCHECKPOINT = 100_000
 
 
 def current_decisions_sql(subjects: int | None) -> str:
@@ -158,17 +162,22 @@ class SQLiteStore(ProcessTables):
 
     @contextmanager
     def bulk(self) -> Iterator[None]:
-        """A 64 MiB page cache while a bulk load lasts. The indexes are written in subject order,
-        not insertion order: with SQLite's default 2 MiB cache a large load re-reads the index
-        pages it just wrote, and the time per event grows with the store. Put back after, so a
-        long-lived server does not keep the cache."""
+        """A 256 MiB page cache and checkpoints every 100,000 WAL pages while a bulk load lasts.
+        The indexes are written in subject order, not insertion order: with SQLite's default
+        2 MiB cache and checkpoints every 1,000 pages a large load re-reads and rewrites the
+        index pages it just wrote, and the time per event grows with the store. Durability is
+        the same (every commit is synced). Put back after, so a long-lived server does not keep
+        the cache."""
         (before,) = self.conn.execute("PRAGMA cache_size").fetchone()
+        (pages,) = self.conn.execute("PRAGMA wal_autocheckpoint").fetchone()
         self.conn.execute(f"PRAGMA cache_size={BULK_CACHE_SIZE}")
+        self.conn.execute(f"PRAGMA wal_autocheckpoint={BULK_WAL_AUTOCHECKPOINT}")
         try:
             yield
         finally:
             with suppress(sqlite3.Error):  # a closed or failed connection keeps nothing
                 self.conn.execute(f"PRAGMA cache_size={int(before)}")
+                self.conn.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
 
     @contextmanager
     def refreshing(self, domain: str) -> Iterator[None]:
