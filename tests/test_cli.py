@@ -23,6 +23,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -1025,6 +1026,23 @@ def test_demo_runs_small_is_reproducible_and_prints_tokens(tmp_path: Path) -> No
     again = ok(pb(*args, db=db))
     assert "accepted 0 · duplicates 3,000 · rejected 0" in again.stdout
     assert ok(pb("audit", "verify", db=db)).returncode == 0
+
+
+def test_a_demo_store_made_from_another_text_of_the_packs_says_what_to_do(
+    tmp_path: Path,
+) -> None:
+    """Published versions never change: a demo store made from an earlier text of a bundled
+    pack (a comment edited) is refused, with the store named and how to go on."""
+    db = tmp_path / "demo.db"
+    packs = tmp_path / "packs"
+    shutil.copytree(Path(__file__).parent.parent / "examples" / "packs", packs)
+    args = ("demo", "--no-serve", "--subjects", "50", "--events", "300", "--packs", packs)
+    ok(pb(*args, db=db))
+    forum = packs / "forum-reputation.yaml"
+    forum.write_text("# an edited comment\n" + forum.read_text(encoding="utf-8"), encoding="utf-8")
+    out = failed(pb(*args, db=db))
+    assert "already published with different content" in out
+    assert str(db) in out and "make clean" in out and "--db" in out
 
 
 def test_an_error_message_is_printed_as_written_never_as_markup(tmp_path: Path) -> None:

@@ -220,13 +220,23 @@ def demo_command(
     """Publish the reference packs, generate a seeded population, ingest it and summarise."""
     from pointbook.cli.common import console, e, err_console, open_ledger
     from pointbook.cli.records import progress_bar
+    from pointbook.errors import PublishError
     from pointbook.intake import read_records
 
     folder = packs or packs_dir()
     ledger = open_ledger(db)
     try:
         for name in PACK_FILES:
-            for r in ledger.publish_file(folder / name):
+            try:
+                published = ledger.publish_file(folder / name)
+            except PublishError as exc:
+                # A demo store made from an earlier text of the bundled packs: published
+                # versions never change, so the demo needs a store of its own.
+                raise PublishError(
+                    f"{exc}. {db} was made from an earlier text of {folder / name}: remove it"
+                    " (make clean) or give the demo another --db"
+                ) from exc
+            for r in published:
                 console.print(f"pack {e(r.domain)} version {e(r.version)}: {r.status}")
         size = DemoSize(subjects, events, seed)
         n = write_events(out, size)
