@@ -19,9 +19,9 @@ reference packs: same points, same applied points, same entries counting, same d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
@@ -29,7 +29,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from pointbook.dates import Duration, add_duration, to_micros
+from pointbook.dates import Duration, to_micros
 from pointbook.engine.fold import _facts
 from pointbook.engine.judge import judge
 from pointbook.engine.localtime import local_days, shifted
@@ -59,8 +59,6 @@ NEVER = int(np.iinfo(np.int64).max)  # an end that never comes
 _DAWN = int(np.iinfo(np.int64).min)
 _DIRECTIONS = {"at_or_above": 0, "above": 1, "at_or_below": 2, "below": 3}
 _RESTORATIONS = {"clean-period": 0, "small-loss": 1, "entry-return": 2}
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_DAY_US = 86_400_000_000
 
 # Queue kinds, phases and same-instant order (fold.py: EXPIRE 0, RESTORE 1 with the
 # restorations' sub-order clean 0, small 1, return 2, course 3).
@@ -707,17 +705,6 @@ class Columns:
         )
 
 
-def _later(memo: dict[tuple[int, Duration], int], tz: Any) -> Callable[[int, Duration], int]:
-    def later(us: int, duration: Duration) -> int:
-        found = memo.get((us, duration))
-        if found is None:
-            moved = add_duration(_EPOCH + timedelta(microseconds=us), duration, tz)
-            found = memo[(us, duration)] = to_micros(moved)
-        return found
-
-    return later
-
-
 def make_columns(
     pack: KernelPack,
     n_subjects: int,
@@ -753,7 +740,6 @@ def make_columns(
     longer = np.zeros(n, dtype=np.bool_)
     interval_end = np.full(n, _DAWN, dtype=np.int64)
     course_points = np.zeros(n, dtype=np.int64)
-    later = _later({}, tz)
     tags_of = [
         {r.id: r.tags for rules in v.rules_by_event.values() for r in rules} for v in versions
     ]
@@ -781,15 +767,26 @@ def make_columns(
                 match[rows, c] = -delta[rows] <= (r.max_loss or 0)
             else:
                 match[rows, c] = np.array([not t.isdisjoint(r.tags) for t in tags])[which]
-    for j in np.flatnonzero(kind == 1).tolist():
-        v = int(vrow[j])
-        course = courses[v][type_names[int(type_code[j])]]
-        at = int(occurred[j])
-        due[j, 0] = at if course.delay is None else later(at, course.delay)
-        if course.min_interval is not None:
-            interval_end[j] = later(at, course.min_interval)
-        assert course.points is not None  # a course restoration needs points (the spec)
-        course_points[j] = course.points
+    credits = np.flatnonzero(kind == 1)
+    placed = 0
+    for v in range(len(versions)):
+        # Vectorised per version and type: a course credit's instant, the end of its interval
+        # and its points come from the course restoration its event type names.
+        here = credits[vrow[credits] == v]
+        for code, event_type in enumerate(type_names):
+            course = courses[v].get(event_type)
+            rows = here[type_code[here] == code]
+            if course is None or not len(rows):
+                continue
+            at = occurred[rows]
+            due[rows, 0] = at if course.delay is None else shifted(at, course.delay, tz)
+            if course.min_interval is not None:
+                interval_end[rows] = shifted(at, course.min_interval, tz)
+            assert course.points is not None  # a course restoration needs points (the spec)
+            course_points[rows] = course.points
+            placed += len(rows)
+    # Every course step is an event of a type its version's course restoration names.
+    assert placed == len(credits), "a course step whose type no course restoration names"
     starts = np.searchsorted(subject, np.arange(n_subjects + 1)).astype(np.int64)
     return Columns(
         subject_start=starts,
