@@ -69,9 +69,8 @@ __all__ = [
 
 T = TypeVar("T")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ROW_SCHEMA = ROW_SCHEMA  # subject, event_id, type, occurred_us, erased, attributes, entry
 # The index read's rows: 0/1 for the flags.
-_INDEX_SCHEMA = _ROW_SCHEMA | {"erased": pl.Int64, "capped": pl.Int64}
+_INDEX_SCHEMA = ROW_SCHEMA | {"erased": pl.Int64, "capped": pl.Int64}
 _STEP_SCHEMA: dict[str, Any] = {
     "s": pl.Int64,
     "event_id": pl.String,
@@ -122,16 +121,29 @@ class _Sides:
     published: KernelPack
     candidate: KernelPack
     same: frozenset[tuple[int, int, str]]  # (published, candidate version, type): same rules
+    # Over rows with the versions in force on each side (vb, va): whether the candidate keeps
+    # the stored entries (the type has the same rules in both, or the event was erased).
+    reuse: pl.Expr
 
     @classmethod
     def of(cls, published: Sequence[PackVersion], candidate: Sequence[PackVersion]) -> _Sides:
-        same = set()
+        same: dict[tuple[int, int], list[str]] = {}
         for b, pv in enumerate(published):
             for a, cv in enumerate(candidate):
-                for t in pv.event_types.keys() | cv.event_types.keys():
+                for t in sorted(pv.event_types.keys() | cv.event_types.keys()):
                     if rule_texts(pv, t) == rule_texts(cv, t):
-                        same.add((b, a, t))
-        return cls(KernelPack.of(published), KernelPack.of(candidate), frozenset(same))
+                        same.setdefault((b, a), []).append(t)
+        reuse = pl.col("erased")
+        for (b, a), types in same.items():
+            reuse = reuse | (
+                (pl.col("vb") == b) & (pl.col("va") == a) & pl.col("type").is_in(types)
+            )
+        return cls(
+            KernelPack.of(published),
+            KernelPack.of(candidate),
+            frozenset((b, a, t) for (b, a), types in same.items() for t in types),
+            reuse.alias("reuse"),
+        )
 
 
 def rule_texts(version: PackVersion, event_type: str) -> list[dict[str, Any]]:
@@ -197,20 +209,20 @@ def _two_at_once(
     ``progress`` hears each slice's subjects once its result is out."""
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="kernel-slice") as pool:
         pending: deque[tuple[Future[T] | None, int]] = deque()
-        for found, covered in rows:
-            pending.append((None if found.is_empty() else pool.submit(work, found), covered))
-            while len(pending) > 1 or (pending and pending[0][0] is None):
-                done, seen = pending.popleft()
-                if done is not None:
-                    yield done.result()
-                if progress is not None:
-                    progress(seen)
-        while pending:
+
+        def oldest() -> Iterator[T]:
             done, seen = pending.popleft()
             if done is not None:
                 yield done.result()
             if progress is not None:
                 progress(seen)
+
+        for found, covered in rows:
+            pending.append((None if found.is_empty() else pool.submit(work, found), covered))
+            while pending and (len(pending) > 1 or pending[0][0] is None):
+                yield from oldest()
+        while pending:
+            yield from oldest()
 
 
 def split_by_appeals(store: Store, domain: str) -> tuple[list[str], list[str]]:
@@ -313,14 +325,14 @@ def _scan(
             written.result()
         seen = 0
         for k in range(slices):
-            rows = _read_pieces(folder, f"rows-{k}-", _ROW_SCHEMA)
+            rows = _read_pieces(folder, f"rows-{k}-", ROW_SCHEMA)
             if rows.is_empty():
                 continue
             covered = rows["subject"].n_unique()
             seen += covered
             yield rows, covered
     # Subjects with no event in [since, until] come in no slice: they are done all the same.
-    yield pl.DataFrame(schema=_ROW_SCHEMA), subjects - seen
+    yield pl.DataFrame(schema=ROW_SCHEMA), subjects - seen
 
 
 def _read_pieces(folder: Path, prefix: str, schema: dict[str, Any]) -> pl.DataFrame:
@@ -342,7 +354,7 @@ def _read_ahead(
 
     def read(part: Sequence[str]) -> pl.DataFrame:
         found = store.population_rows(domain, part, since, until, types)
-        return pl.DataFrame(found, schema=_INDEX_SCHEMA, orient="row").cast(_ROW_SCHEMA)  # type: ignore[arg-type]
+        return pl.DataFrame(found, schema=_INDEX_SCHEMA, orient="row").cast(ROW_SCHEMA)  # type: ignore[arg-type]
 
     parts = [subjects[i : i + chunk] for i in range(0, len(subjects), chunk)]
     # The next slice is read while this one is folded: the store's connection is used by the
@@ -409,20 +421,13 @@ def _slice(rows: pl.DataFrame, sides: _Sides, when_us: int) -> Slice:
 
 def _reusable(frame: pl.DataFrame, sides: _Sides) -> pl.DataFrame:
     """``frame`` (rows of events) with the versions in force on each side at each row's date
-    (vb, va) and whether the candidate keeps the stored entries (reuse): the type has the same
-    rules in both versions, or the event was erased."""
+    (vb, va) and whether the candidate keeps the stored entries (`_Sides.reuse`)."""
     at = frame["occurred_us"].to_numpy()
     frame = frame.with_columns(
         pl.Series("vb", sides.published.version_index(at), dtype=pl.Int64),
         pl.Series("va", sides.candidate.version_index(at), dtype=pl.Int64),
     )
-    pairs: dict[tuple[int, int], list[str]] = {}
-    for b, a, t in sorted(sides.same):
-        pairs.setdefault((b, a), []).append(t)
-    reuse = pl.col("erased")
-    for (b, a), types in pairs.items():
-        reuse = reuse | ((pl.col("vb") == b) & (pl.col("va") == a) & pl.col("type").is_in(types))
-    return frame.with_columns(reuse.alias("reuse"))
+    return frame.with_columns(sides.reuse)
 
 
 def _stored_steps(stored: pl.DataFrame, events: pl.DataFrame, pack: KernelPack) -> pl.DataFrame:
@@ -453,12 +458,7 @@ def _positioned(entries: pl.DataFrame, pack: KernelPack) -> pl.DataFrame:
         for k, rid in enumerate(sorted(ids)):
             by_id[v, code_of[rid]] = k
     # A rule no version has (code -1) takes the last column: -1 in both tables.
-    code = (
-        entries["rule_id"]
-        .replace_strict(names, pl.int_range(len(names), eager=True), default=-1)
-        .cast(pl.Int64)
-        .to_numpy()
-    )
+    code = _coded(entries["rule_id"], names)
     place = np.where(entries["erased"].to_numpy(), by_id[version_of, code], live[version_of, code])
     return entries.with_columns(
         pl.lit(0, dtype=pl.Int64).alias("kind"), pl.Series("pos", place, dtype=pl.Int64)
@@ -622,9 +622,14 @@ def _fold(
 
 def _codes(column: pl.Series) -> Codes:
     """A string column as codes into its sorted distinct values (-1 for null), column-wise."""
-    names = column.drop_nulls().unique().sort()
+    names = column.drop_nulls().unique().sort().to_list()
+    return _coded(column, names), names
+
+
+def _coded(column: pl.Series, names: Sequence[str]) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """Each value's place in ``names``, -1 where it is null or not there, column-wise."""
     found = column.replace_strict(names, pl.int_range(len(names), eager=True), default=-1)
-    return found.cast(pl.Int64).to_numpy(), names.to_list()
+    return found.cast(pl.Int64).to_numpy()
 
 
 def decision_id(domain: str, subject: str, row: dict[str, Any]) -> str:
