@@ -92,7 +92,7 @@ def whatif(
         with progress_bar() as bar:
             # On standard error, and only for a population worth waiting for.
             big = subjects >= 10_000
-            # A large SQLite store is read in full before the first subject is replayed: its
+            # A large population is read in bulk before the first subject is replayed: its
             # rows are counted as they come (how many there are is not known ahead).
             rows = bar.add_task("reading stored rows", total=None, visible=False)
             task = bar.add_task("replaying", total=subjects, visible=big)

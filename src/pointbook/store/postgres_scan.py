@@ -17,6 +17,7 @@ import polars as pl
 import psycopg
 
 from pointbook.store import audit_sql
+from pointbook.store.postgres_db import _pg
 from pointbook.store.sqlite_scan import ROW_SCHEMA
 
 __all__ = ["population_frames"]
@@ -38,15 +39,14 @@ def population_frames(
     with none has one row, its entry columns null). Attributes are read only for live events
     of ``attribute_types`` ("" otherwise)."""
     attrs, window, extra = audit_sql.event_parts("", attribute_types, since_us, until_us)
-    attrs, window = attrs.replace("?", "%s"), window.replace("?", "%s")
-    query = (
+    query = _pg(
         "COPY (SELECT e.subject, e.id, e.type, e.occurred_us,"
         " CASE WHEN e.erased_us IS NULL THEN 0 ELSE 1 END, e.attributes,"
         " n.rule_id, n.delta, n.counts_until_us, n.daily_cap"
         f" FROM (SELECT subject, id, type, occurred_us, erased_us, COALESCE({attrs}, '')"
         " AS attributes FROM pb_events"
-        f" WHERE domain = %s AND id > %s{window} ORDER BY id LIMIT %s) e"
-        " LEFT JOIN pb_entries n ON n.domain = %s AND n.event_id = e.id"
+        f" WHERE domain = ? AND id > ?{window} ORDER BY id LIMIT ?) e"
+        " LEFT JOIN pb_entries n ON n.domain = ? AND n.event_id = e.id"
         " ORDER BY e.id) TO STDOUT (FORMAT csv)"
     )
     with conn.transaction(), conn.cursor() as cur:

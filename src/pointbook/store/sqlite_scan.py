@@ -8,10 +8,11 @@ order: a batch of events (keyset pagination on the id) and the entries of the sa
 are two range reads, joined per batch.
 
 A file store is read through ADBC (`adbc_driver_sqlite`) straight into Arrow columns: Python's
-sqlite3 makes a tuple and a Python object for every value, about 2.5 times the cost. One
-connection, in one read transaction, reads every batch, so the batches are one snapshot of the
-store. An in-memory store (tests) can only be read through its own connection: the same
-queries then go through sqlite3 into the same frames.
+sqlite3 makes a tuple and a Python object for every value, about 2.5 times the cost. Two
+connections, each in one read transaction, read the events and the entries (a batch's entries
+while the next events are read): the batches are one snapshot of the store. An in-memory store
+(tests) can only be read through its own connection: the same queries then go through sqlite3
+into the same frames, one after the other.
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ def population_frames(
     # entries' read transaction starts after the events' (their first read comes later),
     # so it holds every entry of every event read (events and entries are written in one
     # transaction); entries of later events are left out by the join.
+    one_connection = _in_memory(path)  # used by one thread at a time
     with (
         _reader(path, conn) as fetch_events,
         _reader(path, conn) as fetch_entries,
@@ -111,7 +113,7 @@ def population_frames(
         while not ev.is_empty():
             last = ev["event_id"][-1]
             full = ev.height == batch  # else the last batch: its entries run to the end
-            if _in_memory(path):  # one connection, used by one thread at a time
+            if one_connection:
                 en, ahead = read_entries(after, last if full else None), None
             else:
                 pending = pool.submit(read_entries, after, last if full else None)
@@ -131,14 +133,15 @@ def read_frame(path: str, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
     (what `population_frames` reads with; also the benchmarks' columnar baselines)."""
     if _in_memory(path):
         raise ValueError(f"{path}: an in-memory store is read through its own connection")
-    with _reader(path, sqlite3.connect(":memory:")) as fetch:
+    with _reader(path, None) as fetch:
         return fetch(sql, params)
 
 
 class _reader:
-    """A fetch function (query, parameters) -> frame over one read transaction."""
+    """A fetch function (query, parameters) -> frame over one read transaction: through ADBC
+    for a file, through ``conn`` for an in-memory store."""
 
-    def __init__(self, path: str, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: str, conn: sqlite3.Connection | None) -> None:
         self.path, self.conn = path, conn
         self.adbc: Any = None
 
@@ -174,6 +177,7 @@ class _reader:
         )
 
     def _sqlite3(self, sql: str, params: Sequence[Any]) -> pl.DataFrame:
+        assert self.conn is not None  # an in-memory store is read through its own connection
         cursor = self.conn.execute(sql, tuple(params))
         names = [d[0] for d in cursor.description]
         return pl.DataFrame(cursor.fetchall(), schema=names, orient="row")
