@@ -199,10 +199,10 @@ def _bad_decision(kind: str, d: Decision) -> Decision:
 def test_a_bad_decision_stops_the_refresh_and_keeps_the_work_list(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    import pointbook.engine.decisions as decisions_module
+    import pointbook.ledger as ledger_module
 
     ledger.ingest([record(1, "e1", "2024-01-05")])
-    real = decisions_module.evaluate_subject  # the refresh's fold for a few events
+    real = ledger_module.evaluate_subject
 
     def bad_fold(*args: Any, **kwargs: Any) -> SubjectState:
         state = real(*args, **kwargs)
@@ -210,7 +210,7 @@ def test_a_bad_decision_stops_the_refresh_and_keeps_the_work_list(
             state, decisions=tuple(_bad_decision(kind, d) for d in state.decisions)
         )
 
-    monkeypatch.setattr(decisions_module, "evaluate_subject", bad_fold)
+    monkeypatch.setattr(ledger_module, "evaluate_subject", bad_fold)
     # Two more losses cross the threshold (100 -> 10): the refresh would write a decision.
     ledger.ingest([record(1, "e2", "2024-01-06"), record(2, "e3", "2024-01-07")], refresh=False)
     before = snapshot(ledger)

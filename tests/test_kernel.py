@@ -20,10 +20,8 @@ import pytest
 import yaml
 
 from helpers import pack
-from pointbook.engine import Appeal, Event, evaluate_subject
-from pointbook.engine.decisions import population_decisions
+from pointbook.engine import Event, evaluate_subject
 from pointbook.engine.kernel import KernelPack, columns_of, unsupported
-from pointbook.ledger import HORIZON
 from pointbook.rules.pack import PackVersion, load_pack_file, load_pack_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,19 +139,9 @@ def _random_version(rng: random.Random, name: str, effective: str, tz: str) -> d
         }
         values = rng.sample(range(floor - 2, ceiling + 3), k=1 if mode == "while" else 3)
         if mode == "crossing" and rng.random() < 0.6:
-            th["levels"] = [
-                {"value": v, "attributes": {"tier": j}}
-                for j, v in enumerate(values[: rng.randint(1, 3)])
-            ]
+            th["levels"] = [{"value": v} for v in values[: rng.randint(1, 3)]]
         else:
             th["value"] = values[0]
-        # What only the decision rows carry: when they take force and end, and review.
-        if rng.random() < 0.3:
-            th["notice"] = rng.choice(["1 day", "2 weeks"])
-        if rng.random() < 0.3:
-            th["duration"] = rng.choice(["3 days", "1 month", "6 months"])
-        if rng.random() < 0.2:
-            th["review"] = "required"
         thresholds.append(th)
     return {
         "domain": "town",
@@ -369,109 +357,3 @@ def test_the_longer_clean_period_ends_when_the_balance_is_full_again() -> None:
         found = _kernel(versions, [history], as_of)
         assert found == _reference(versions, [history], as_of)
         assert found[0] == [points], day
-
-
-# -- decisions made from the kernel's rows (engine/decisions.py) --------------------------------
-def _appealed(events: Sequence[Event]) -> list[Appeal]:
-    """An open appeal against the subject's first event: the subject goes to the reference
-    fold, which suspends what the appeal contests."""
-    first = min(events, key=Event.sort_key)
-    return [
-        Appeal(
-            id="a1",
-            domain="town",
-            subject=first.subject,
-            reason="not me",
-            filed_at=first.occurred_at,
-            event_id=first.id,
-        )
-    ]
-
-
-def test_decisions_made_from_the_kernel_are_the_reference_folds_field_for_field() -> None:
-    """Every Decision (id, ordinal, figure, trigger, the version, when it takes force, when it
-    ends: its duration or a `while` decision closed, also after as_of within the projection,
-    attributes, review) equal to `evaluate_subject`'s, subjects with an appeal among them."""
-    seen: Counter[str] = Counter()
-    for seed in range(40):
-        rng = random.Random(1000 + seed)
-        versions = _random_pack(rng)
-        assert unsupported(versions) is None
-        specs = {(v.version, th.id): th for v in versions for th in v.spec.thresholds}
-        histories = _random_histories(rng, ["a", "b", "c"], 30)
-        named = [
-            (f"s{s}", events, _appealed(events) if events and s % 7 == 3 else [])
-            for s, events in enumerate(histories)
-        ]
-        for as_of in (T0 + timedelta(days=40), T0 + timedelta(days=200), HORIZON):
-            want = [
-                evaluate_subject(versions, events, as_of, subject=name, appeals=appeals).decisions
-                for name, events, appeals in named
-            ]
-            assert population_decisions(versions, named, as_of) == want, seed
-            for decisions in want:
-                seen.update(d.trigger.split(" ")[0] for d in decisions)
-                seen.update("ends" for d in decisions if d.ends_at is not None)
-                seen.update(
-                    "closed later" if d.ends_at > as_of else "closed"
-                    for d in decisions
-                    if d.ends_at is not None
-                    and specs[d.pack_version, d.threshold_id].mode == "while"
-                    and specs[d.pack_version, d.threshold_id].duration is None
-                )
-                seen.update("notice" for d in decisions if d.effective_at != d.triggered_at)
-                seen.update("ordinal" for d in decisions if d.ordinal > 0)
-    # The draws reach every trigger, decisions that end and are closed early, notices and
-    # several decisions at one instant.
-    assert {"the", "event", "a", "course", "ends", "closed", "notice", "ordinal"} <= seen.keys(), (
-        seen
-    )
-
-
-def test_decisions_of_the_reference_packs_by_the_kernel() -> None:
-    """The forum privileges and the French licence's invalidation, as the refresh makes them
-    (as of the ledger's horizon): the same Decision rows by both folds."""
-    forum = load_pack_file(PACKS / "forum-reputation.yaml")
-    fr = load_pack_file(PACKS / "fr-driving.yaml")
-    rng = random.Random(5)
-    weighted = sorted(forum[0].event_types) + ["answer_upvoted"] * 12 + ["downvoted"] * 3
-    forum_histories = [
-        [
-            Event(
-                id=e.id,
-                domain="forum",
-                subject=e.subject,
-                type=e.type,
-                occurred_at=e.occurred_at,
-                attributes=e.attributes,
-            )
-            for e in events
-        ]
-        for events in _random_histories(rng, weighted, 40, _forum_attrs)
-    ]
-    fr_attributes = {
-        "speeding": {"over_kmh": 45, "limit_kmh": 90},
-        "drink_driving": {"bac_g_per_l": 0.6},
-    }
-    fr_histories = []
-    for s in range(40):
-        events = []
-        for k in range(rng.randint(0, 14)):
-            typ = rng.choice(["speeding", "speeding", "drink_driving", "course_completed"])
-            at = datetime(2019, 1, 1, tzinfo=UTC) + timedelta(days=rng.randrange(2900))
-            events.append(
-                Event(
-                    id=f"f{s}-{k}",
-                    domain="fr-driving",
-                    subject=f"d{s}",
-                    type=typ,
-                    occurred_at=at,
-                    attributes=fr_attributes.get(typ, {}),
-                )
-            )
-        fr_histories.append(events)
-    for versions, histories in ((forum, forum_histories), (fr, fr_histories)):
-        named = [(f"x{s}", events, []) for s, events in enumerate(histories)]
-        want = [evaluate_subject(versions, ev, HORIZON, subject=n).decisions for n, ev, _ in named]
-        assert any(want), versions[0].domain
-        assert population_decisions(versions, named, HORIZON) == want

@@ -2,9 +2,7 @@
 
 - A store ingested and refreshed with jobs=2 holds exactly the decisions (every revision: id,
   revision, content, withdrawal and its reason) and the outbox of the same events refreshed
-  with jobs=1, through late events and upheld appeals, on both backends; and so does a store
-  refreshed by the compiled fold (engine/decisions.py), in process and on the workers, against
-  one refreshed by the reference fold only.
+  with jobs=1, through late events and upheld appeals, on both backends.
 - `Ledger.states` with jobs=2 equals jobs=1 for every subject.
 - A worker that raises surfaces as the same exception type in the caller, the refresh writes
   nothing, and the pool goes on working (no hang, no BrokenProcessPool).
@@ -26,7 +24,6 @@ from typing import Any
 
 import pytest
 
-import pointbook.engine.decisions as decisions_module
 import pointbook.ledger as ledger_module
 from pointbook.bench import DOMAINS, generate_workload
 from pointbook.demo import packs_dir
@@ -51,30 +48,18 @@ def workload() -> list[bytes]:
     return [json.dumps(e).encode() for e in found]
 
 
-# kernel_min_events: the compiled fold for every chunk (0), or never (REFERENCE).
-REFERENCE = 10**12
-
-
-def ledger_on(store: Store, jobs: int, kernel_min_events: int = REFERENCE) -> Ledger:
-    led = Ledger(
-        store,
-        now=lambda: NOW,
-        jobs=jobs,
-        parallel_min_events=1,
-        kernel_min_events=kernel_min_events,
-    )
+def ledger_on(store: Store, jobs: int) -> Ledger:
+    led = Ledger(store, now=lambda: NOW, jobs=jobs, parallel_min_events=1)
     folder = packs_dir()
     for pack_file, _, _ in DOMAINS.values():
         led.publish_file(folder / pack_file)
     return led
 
 
-def build(
-    store: Store, jobs: int, lines: list[bytes], kernel_min_events: int = REFERENCE
-) -> Ledger:
-    """The same history whatever ``jobs`` and fold: two ingests, then an entry and a decision
-    appealed and upheld (each decision refreshes what it changed)."""
-    led = ledger_on(store, jobs, kernel_min_events)
+def build(store: Store, jobs: int, lines: list[bytes]) -> Ledger:
+    """The same history whatever ``jobs``: two ingests, then an entry and a decision appealed
+    and upheld (each decision refreshes what it changed)."""
+    led = ledger_on(store, jobs)
     half = len(lines) // 2
     for part in (lines[:half], lines[half:]):
         report = led.ingest(read_records(io.BytesIO(b"\n".join(part)), "jsonl"))
@@ -133,20 +118,6 @@ def folds_on_workers(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return counted
 
 
-@pytest.fixture
-def compiled_in_process(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the subjects whose decisions the compiled fold made in this process."""
-    counted: list[int] = []
-    real = decisions_module._compiled
-
-    def counting(pack: Any, found: Sequence[History], as_of: datetime) -> Any:
-        counted.append(len(found))
-        return real(pack, found, as_of)
-
-    monkeypatch.setattr(decisions_module, "_compiled", counting)
-    return counted
-
-
 def test_a_refresh_on_workers_writes_what_a_serial_refresh_writes(
     store_factory: Callable[[], Store],
     tokens: Callable[[], None],
@@ -160,8 +131,7 @@ def test_a_refresh_on_workers_writes_what_a_serial_refresh_writes(
     build(serial_store, 1, lines)
     assert folds_on_workers == []
     tokens()
-    # The workers fold by the compiled fold; the serial store had the reference fold only.
-    parallel = build(parallel_store, 2, lines, kernel_min_events=0)
+    parallel = build(parallel_store, 2, lines)
     assert len(folds_on_workers) >= SUBJECTS, "the refresh must have run on the workers"
     revisions = [r.revision for d in DOMAINS for r in parallel_store.current_decisions(d)]
     withdrawn = [r for d in DOMAINS for r in parallel_store.current_decisions(d) if r.withdrawn]
@@ -170,45 +140,6 @@ def test_a_refresh_on_workers_writes_what_a_serial_refresh_writes(
     assert stored(parallel_store, OUTBOX) == stored(serial_store, OUTBOX)
     assert parallel_store.dirty_subjects(None, 1) == []
     parallel.close()
-
-
-def test_a_refresh_by_the_compiled_fold_writes_what_the_reference_fold_writes(
-    store_factory: Callable[[], Store],
-    tokens: Callable[[], None],
-    compiled_in_process: list[int],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(ledger_module, "REFRESH_CHUNK", 40)
-    lines = workload()
-    reference_store, compiled_store = store_factory(), store_factory()
-    tokens()
-    build(reference_store, 1, lines)
-    assert compiled_in_process == []
-    tokens()
-    compiled = build(compiled_store, 1, lines, kernel_min_events=0)
-    assert sum(compiled_in_process) >= SUBJECTS, "the refresh must have run the compiled fold"
-    withdrawn = [r for d in DOMAINS for r in compiled_store.current_decisions(d) if r.withdrawn]
-    assert withdrawn, "late events and appeals must revise decisions"
-    assert stored(compiled_store, DECISIONS) == stored(reference_store, DECISIONS)
-    assert stored(compiled_store, OUTBOX) == stored(reference_store, OUTBOX)
-    compiled.close()
-
-
-def test_the_refresh_uses_the_compiled_fold_after_a_big_enough_ingest(
-    tmp_path: Path, compiled_in_process: list[int]
-) -> None:
-    """Loading the compiled code costs more than folding a few hundred events: the refresh
-    folds by it only after ``kernel_min_events`` new events, counted since the last refresh."""
-    lines = workload()
-    led = ledger_on(SQLiteStore(tmp_path / "s.db"), 1, kernel_min_events=1000)
-    led.ingest(read_records(io.BytesIO(b"\n".join(lines[:600])), "jsonl"))
-    assert compiled_in_process == []
-    led.ingest(read_records(io.BytesIO(b"\n".join(lines[600:1200])), "jsonl"))
-    assert compiled_in_process == [], "600 events since the last refresh"
-    led.ingest(read_records(io.BytesIO(b"\n".join(lines[1200:2400])), "jsonl"), refresh=False)
-    assert led.refresh_decisions() > 0
-    assert sum(compiled_in_process) > 0, "1,200 events since the last refresh"
-    led.close()
 
 
 def test_states_on_workers_equal_states_in_process(

@@ -31,7 +31,6 @@ from pointbook.engine import (
 )
 from pointbook.engine.batch import judge_batch
 from pointbook.engine.canonical import content_hash
-from pointbook.engine.decisions import population_decisions
 from pointbook.engine.invariants import check_batch, check_revisions
 from pointbook.engine.model import fast_maker
 from pointbook.errors import (
@@ -59,9 +58,6 @@ FUTURE_TOLERANCE = timedelta(days=1)
 # under one hold of the write lock (so that folds overlap the reads and writes around them).
 REFRESH_CHUNK = 500
 REFRESH_CHUNKS_PARALLEL = 4
-# The refresh after at least this many new events folds by the compiled fold
-# (engine/decisions.py): below, loading the compiled code costs more than it saves.
-KERNEL_MIN_EVENTS = 20_000
 
 
 _event = fast_maker(Event)  # an Event per record checked: the frozen __init__ is costly
@@ -132,13 +128,10 @@ class Ledger(RecordImport):
         now: Callable[[], datetime] | None = None,
         jobs: int | None = None,
         parallel_min_events: int = MIN_EVENTS,
-        kernel_min_events: int = KERNEL_MIN_EVENTS,
     ) -> None:
         """``jobs``: worker processes folding subjects for the decision refresh and `states`
         (default $POINTBOOK_JOBS, else 1: fold in this process). Work lists
-        of fewer than ``parallel_min_events`` events are folded in this process anyway. The
-        decision refresh after ``kernel_min_events`` new events or more (in this ledger, since
-        its last refresh) folds by the compiled fold (engine/decisions.py)."""
+        of fewer than ``parallel_min_events`` events are folded in this process anyway."""
         self.store = store
         self.now = now or (lambda: datetime.now(UTC))
         self._versions: dict[str, list[PackVersion]] = {}
@@ -146,8 +139,6 @@ class Ledger(RecordImport):
         if self.jobs < 1:
             raise ValueError("jobs: at least 1")
         self.parallel_min_events = parallel_min_events
-        self.kernel_min_events = kernel_min_events
-        self._accepted = 0  # events accepted since the last refresh
         self._pool: FoldPool | None = None  # started on the first work list big enough
 
     @classmethod
@@ -406,7 +397,6 @@ class Ledger(RecordImport):
         check_batch(events, entries, self.versions)
         self.store.write_batch(events, entries, self.now())
         report.accepted += len(events)
-        self._accepted += len(events)
         report.entries += len(entries)
         report.subjects.update((e.domain, e.subject) for e, _ in events)
 
@@ -432,41 +422,34 @@ class Ledger(RecordImport):
         done = 0
         # With workers, one lock holds several writes so that folds overlap reads and writes.
         limit = REFRESH_CHUNK * (REFRESH_CHUNKS_PARALLEL if self.jobs > 1 else 1)
-        compiled = self._accepted >= self.kernel_min_events
         while True:
             # A look without the lock first: most calls (every read of decisions) find nothing.
             pending = self.store.dirty_subjects(domain, 1)
             if not pending:
-                if domain is None:
-                    self._accepted = 0
                 return done
             dom = pending[0][0]
             with self.store.refreshing(dom):
                 # Read again under the lock: another process may have refreshed them already.
                 subjects = [s for _, s in self.store.dirty_subjects(dom, limit)]
                 if subjects:
-                    self._refresh(dom, subjects, compiled)
+                    self._refresh(dom, subjects)
             done += len(subjects)
             if subjects and progress:
                 progress(len(subjects))
 
-    def _refresh(self, domain: str, subjects: list[str], compiled: bool) -> None:
+    def _refresh(self, domain: str, subjects: list[str]) -> None:
         """Re-derive the decisions of ``subjects`` (the caller holds the write lock) and append
         what changed: one checked write per REFRESH_CHUNK subjects of the work list, in its
         order, whether the folds ran here or on workers (the same writes, the same records).
-        With workers, the next subjects are read and folded while one chunk is written.
-        ``compiled``: fold a chunk's subjects at once by the compiled fold where it can."""
+        With workers, the next subjects are read and folded while one chunk is written."""
         versions = self.require_domain(domain)
         reads = min(REFRESH_CHUNK, CHUNK) if self.jobs > 1 else REFRESH_CHUNK
 
-        def serial(hs: Iterator[History]) -> Iterator[tuple[History, tuple[Decision, ...]]]:
-            # A chunk at a time: the compiled fold takes a chunk's subjects in one run.
-            while part := list(islice(hs, REFRESH_CHUNK)):
-                made = population_decisions(versions, part, HORIZON, compiled)
-                yield from zip(part, made, strict=True)
+        def serial(h: History) -> tuple[Decision, ...]:
+            return evaluate_subject(versions, h[1], HORIZON, subject=h[0], appeals=h[2]).decisions
 
         def parallel(hs: Iterator[History]) -> Iterator[tuple[History, tuple[Decision, ...]]]:
-            return self._fold_pool().decisions(domain, hs, HORIZON, compiled)
+            return self._fold_pool().decisions(domain, hs, HORIZON)
 
         folded = fold_all(
             self.histories(domain, reads, subjects),
@@ -615,9 +598,8 @@ class Ledger(RecordImport):
         worker processes when there are enough events; the next chunk is read meanwhile)."""
         versions = self.require_domain(domain)
 
-        def serial(hs: Iterator[History]) -> Iterator[tuple[History, SubjectState]]:
-            for h in hs:
-                yield h, evaluate_subject(versions, h[1], as_of, subject=h[0], appeals=h[2])
+        def serial(h: History) -> SubjectState:
+            return evaluate_subject(versions, h[1], as_of, subject=h[0], appeals=h[2])
 
         def parallel(hs: Iterator[History]) -> Iterator[tuple[History, SubjectState]]:
             return self._fold_pool().states(domain, hs, as_of)

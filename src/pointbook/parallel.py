@@ -36,7 +36,6 @@ from itertools import chain, islice
 from typing import Any, Protocol, TypeVar, cast
 
 from pointbook.engine import evaluate_subject
-from pointbook.engine.decisions import population_decisions
 from pointbook.engine.model import (
     Appeal,
     Decision,
@@ -105,13 +104,13 @@ def default_jobs() -> int:
 
 def fold_all(
     histories: Iterable[History],
-    serial: Callable[[Iterator[History]], Iterator[tuple[History, R]]],
+    serial: Callable[[History], R],
     parallel: Callable[[Iterator[History]], Iterator[tuple[History, R]]] | None,
     min_events: int = MIN_EVENTS,
 ) -> Generator[tuple[History, R], None, None]:
-    """Each history with its fold, in order: by ``serial`` (in this process) when ``parallel``
-    is None or the whole work list holds fewer than ``min_events`` events; otherwise by
-    ``parallel``. Either gets every history, the ones read ahead to count them first."""
+    """Each history with its fold, in order. In this process (``serial``) when ``parallel`` is
+    None or the whole work list holds fewer than ``min_events`` events; otherwise by
+    ``parallel``, which gets every history, the ones read ahead to count them first."""
     rest = iter(histories)
     if parallel is not None:
         head: list[History] = []
@@ -123,7 +122,8 @@ def fold_all(
                 yield from parallel(chain(head, rest))
                 return
         rest = iter(head)
-    yield from serial(rest)
+    for h in rest:
+        yield h, serial(h)
 
 
 class FoldPool:
@@ -172,22 +172,17 @@ class FoldPool:
     ) -> Iterator[tuple[History, SubjectState]]:
         """Each history with its subject's state as of ``as_of``, in order."""
         return cast(
-            Iterator[tuple[History, SubjectState]], self._map(domain, histories, as_of, None)
+            Iterator[tuple[History, SubjectState]], self._map(domain, histories, as_of, False)
         )
 
     def decisions(
-        self,
-        domain: str,
-        histories: Iterable[History],
-        as_of: datetime,
-        compiled: bool = False,
+        self, domain: str, histories: Iterable[History], as_of: datetime
     ) -> Iterator[tuple[History, tuple[Decision, ...]]]:
         """Each history with its subject's decisions as of ``as_of``, in order (only the
-        decisions come back from the workers; `population_decisions` makes them, a task's
-        subjects at once by the compiled fold when ``compiled``)."""
+        decisions come back from the workers)."""
         return cast(
             Iterator[tuple[History, tuple[Decision, ...]]],
-            self._map(domain, histories, as_of, compiled),
+            self._map(domain, histories, as_of, True),
         )
 
     def close(self) -> None:
@@ -202,9 +197,8 @@ class FoldPool:
         self._held = {}
 
     def _map(
-        self, domain: str, histories: Iterable[History], as_of: datetime, decisions: bool | None
+        self, domain: str, histories: Iterable[History], as_of: datetime, decisions_only: bool
     ) -> Iterator[tuple[History, Any]]:
-        """States (``decisions`` None) or decisions (``decisions``: by the compiled fold)."""
         executor = self._executor
         if executor is None or domain not in self._held:
             raise RuntimeError(f"FoldPool.load must be given {domain!r}'s versions first")
@@ -215,7 +209,7 @@ class FoldPool:
                 # Reading the next chunk (the caller's store reads) overlaps the folds in flight.
                 part = list(islice(rest, self.chunk))
                 if part:
-                    task = executor.submit(_fold_chunk, domain, _dumps(part), as_of, decisions)
+                    task = executor.submit(_fold_chunk, domain, _dumps(part), as_of, decisions_only)
                     window.append((part, task))
                 if not window:
                     return
@@ -300,19 +294,14 @@ def _start_worker(packs: dict[str, list[tuple[PackSpec, str]]], fold: Fold) -> N
         threading.Thread(target=watch, name="pointbook-parent-watch", daemon=True).start()
 
 
-def _fold_chunk(domain: str, payload: bytes, as_of: datetime, decisions: bool | None) -> bytes:
-    """A task: fold each history of ``payload``; the states (or, when ``decisions`` is not None,
-    their decisions, by the compiled fold where it can when it is True), pickled."""
+def _fold_chunk(domain: str, payload: bytes, as_of: datetime, decisions_only: bool) -> bytes:
+    """A task: fold each history of ``payload``; the states (or their decisions), pickled."""
     try:
         versions = _versions[domain]
         out: list[SubjectState | tuple[Decision, ...]] = []
-        histories = pickle.loads(payload)
-        if decisions is not None and _fold is evaluate_subject:
-            # The refresh's fold: a task's subjects at once by the compiled fold where it can.
-            return _dumps(population_decisions(versions, histories, as_of, decisions))
-        for subject, events, appeals in histories:
+        for subject, events, appeals in pickle.loads(payload):
             state = _fold(versions, events, as_of, subject=subject, appeals=appeals)
-            out.append(state if decisions is None else state.decisions)
+            out.append(state.decisions if decisions_only else state)
         return _dumps(out)
     except Exception as exc:
         raise _portable(exc) from None
