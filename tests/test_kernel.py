@@ -10,8 +10,6 @@ counts, and each decision's threshold, level, instant and figure must be those o
 
 from __future__ import annotations
 
-import io
-import json
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -22,14 +20,9 @@ import pytest
 import yaml
 
 from helpers import pack
-from pointbook.analytics.whatif_kernel import decision_rows, stored_rows
 from pointbook.engine import Event, evaluate_subject
-from pointbook.engine.decisions import decisions_of_rows
 from pointbook.engine.kernel import KernelPack, columns_of, unsupported
-from pointbook.intake import read_records
-from pointbook.ledger import HORIZON, Ledger
 from pointbook.rules.pack import PackVersion, load_pack_file, load_pack_text
-from pointbook.store import SQLiteStore, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKS = ROOT / "src" / "pointbook" / "packs"
@@ -146,19 +139,9 @@ def _random_version(rng: random.Random, name: str, effective: str, tz: str) -> d
         }
         values = rng.sample(range(floor - 2, ceiling + 3), k=1 if mode == "while" else 3)
         if mode == "crossing" and rng.random() < 0.6:
-            th["levels"] = [
-                {"value": v, "attributes": {"tier": j}}
-                for j, v in enumerate(values[: rng.randint(1, 3)])
-            ]
+            th["levels"] = [{"value": v} for v in values[: rng.randint(1, 3)]]
         else:
             th["value"] = values[0]
-        # What only the decision records carry: when they take force and end, and review.
-        if rng.random() < 0.3:
-            th["notice"] = rng.choice(["1 day", "2 weeks"])
-        if rng.random() < 0.3:
-            th["duration"] = rng.choice(["3 days", "1 month", "6 months"])
-        if rng.random() < 0.2:
-            th["review"] = "required"
         thresholds.append(th)
     return {
         "domain": "town",
@@ -374,63 +357,3 @@ def test_the_longer_clean_period_ends_when_the_balance_is_full_again() -> None:
         found = _kernel(versions, [history], as_of)
         assert found == _reference(versions, [history], as_of)
         assert found[0] == [points], day
-
-
-# -- decision records from the kernel's rows (the refresh after a bulk load) -------------------
-def _stored(versions: Sequence[PackVersion], histories: list[list[Event]], folder: Path) -> Store:
-    """A store holding the histories, ingested through the ledger (entries judged and
-    stored as at any ingest)."""
-    store = SQLiteStore(folder / f"k{random.random()}.db")
-    ledger = Ledger(store, now=lambda: datetime(2030, 1, 1, tzinfo=UTC))
-    ledger.publish(versions)
-    lines = [
-        json.dumps(
-            {
-                "id": e.id,
-                "domain": e.domain,
-                "subject": e.subject,
-                "type": e.type,
-                "occurred_at": e.occurred_at.isoformat(),
-                "attributes": dict(e.attributes),
-            }
-        ).encode()
-        for events in histories
-        for e in events
-    ]
-    report = ledger.ingest(read_records(io.BytesIO(b"\n".join(lines)), "jsonl"), refresh=False)
-    assert report.accepted == len(lines), report.rejected[:1]
-    return store
-
-
-def test_decision_records_from_stored_rows_are_the_reference_folds(tmp_path: Path) -> None:
-    """Every Decision the compiled refresh makes (id, ordinal, figure, trigger and the event
-    behind it, the version, when it takes force and ends: its duration, or a `while` decision
-    closed, also after as_of within the fold's projection, level attributes, review) equals
-    `evaluate_subject`'s, on random packs and as of the ledger's horizon or earlier."""
-    seen: Counter[str] = Counter()
-    for seed in range(30):
-        rng = random.Random(1000 + seed)
-        versions = _random_pack(rng)
-        assert unsupported(versions) is None
-        specs = {(v.version, th.id): th for v in versions for th in v.spec.thresholds}
-        histories = _random_histories(rng, ["a", "b", "c"], 30)
-        store = _stored(versions, histories, tmp_path)
-        names = [f"s{s}" for s in range(len(histories))]
-        rows = stored_rows(store, "town", names)
-        for as_of in (T0 + timedelta(days=40), T0 + timedelta(days=200), HORIZON):
-            made = decisions_of_rows(versions, *decision_rows(rows, KernelPack.of(versions), as_of))
-            for name, events in zip(names, histories, strict=True):
-                want = evaluate_subject(versions, events, as_of, subject=name).decisions
-                assert made.get(name, ()) == want, (seed, name, as_of)
-                for d in want:
-                    th = specs[d.pack_version, d.threshold_id]
-                    seen[d.trigger.split(" ")[0]] += 1
-                    seen["notice"] += d.effective_at != d.triggered_at
-                    seen["ordinal"] += d.ordinal > 0
-                    if th.mode == "while" and th.duration is None and d.ends_at is not None:
-                        seen["closed later" if d.ends_at > as_of else "closed"] += 1
-        store.close()
-    # The draws reach every trigger (the start of the record, an event, a time-driven change,
-    # a course), notices, decisions closed before and after as_of, several at one instant.
-    wanted = {"the", "event", "a", "course", "notice", "ordinal", "closed", "closed later"}
-    assert all(seen[k] > 0 for k in wanted), seen

@@ -2,9 +2,7 @@
 
 - A store ingested and refreshed with jobs=2 holds exactly the decisions (every revision: id,
   revision, content, withdrawal and its reason) and the outbox of the same events refreshed
-  with jobs=1, through late events and upheld appeals, on both backends; and so does a store
-  whose refreshes after ingest ran the compiled fold from the stored entries
-  (`Ledger._refresh_compiled`), against one refreshed by the reference fold only.
+  with jobs=1, through late events and upheld appeals, on both backends.
 - `Ledger.states` with jobs=2 equals jobs=1 for every subject.
 - A worker that raises surfaces as the same exception type in the caller, the refresh writes
   nothing, and the pool goes on working (no hang, no BrokenProcessPool).
@@ -26,7 +24,6 @@ from typing import Any
 
 import pytest
 
-import pointbook.analytics.whatif_kernel as whatif_kernel
 import pointbook.ledger as ledger_module
 from pointbook.bench import DOMAINS, generate_workload
 from pointbook.demo import packs_dir
@@ -51,31 +48,18 @@ def workload() -> list[bytes]:
     return [json.dumps(e).encode() for e in found]
 
 
-# kernel_min_events: the compiled refresh after every ingest (0), or never (REFERENCE).
-REFERENCE = 10**12
-
-
-def ledger_on(store: Store, jobs: int, kernel_min_events: int = REFERENCE) -> Ledger:
-    led = Ledger(
-        store,
-        now=lambda: NOW,
-        jobs=jobs,
-        parallel_min_events=1,
-        kernel_min_events=kernel_min_events,
-    )
+def ledger_on(store: Store, jobs: int) -> Ledger:
+    led = Ledger(store, now=lambda: NOW, jobs=jobs, parallel_min_events=1)
     folder = packs_dir()
     for pack_file, _, _ in DOMAINS.values():
         led.publish_file(folder / pack_file)
     return led
 
 
-def build(
-    store: Store, jobs: int, lines: list[bytes], kernel_min_events: int = REFERENCE
-) -> Ledger:
-    """The same history whatever ``jobs`` and fold: two ingests, then an entry and a decision
-    appealed and upheld (each decision refreshes what it changed), then a third ingest (its
-    refresh meets subjects with appeals)."""
-    led = ledger_on(store, jobs, kernel_min_events)
+def build(store: Store, jobs: int, lines: list[bytes]) -> Ledger:
+    """The same history whatever ``jobs``: two ingests, then an entry and a decision appealed
+    and upheld (each decision refreshes what it changed)."""
+    led = ledger_on(store, jobs)
     half = len(lines) // 2
     for part in (lines[:half], lines[half:]):
         report = led.ingest(read_records(io.BytesIO(b"\n".join(part)), "jsonl"))
@@ -91,14 +75,6 @@ def build(
     wrong = led.file_appeal(second.domain, second.subject, "never happened", event_id=event.id)
     for appeal in (contested, wrong):
         led.decide_appeal(appeal.id, "upheld", "reviewer-1", "the evidence does not hold")
-    later = generate_workload(EVENTS // 3, SUBJECTS, seed=8)
-    for e in later:
-        e["id"] = f"x{e['id']}"
-    for k, d in enumerate((first, second)):  # the third refresh meets the appealed subjects
-        [e for e in later if e["domain"] == d.domain][k]["subject"] = d.subject
-    third = b"\n".join(json.dumps(e).encode() for e in later)
-    report = led.ingest(read_records(io.BytesIO(third), "jsonl"))
-    assert report.accepted == len(later)
     return led
 
 
@@ -142,21 +118,6 @@ def folds_on_workers(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return counted
 
 
-@pytest.fixture
-def compiled_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the subjects whose decisions the compiled fold made."""
-    counted: list[int] = []
-    real = whatif_kernel.decision_rows
-
-    def counting(rows: Any, pack: Any, as_of: datetime) -> Any:
-        names, found = real(rows, pack, as_of)
-        counted.append(len(names))
-        return names, found
-
-    monkeypatch.setattr(whatif_kernel, "decision_rows", counting)
-    return counted
-
-
 def test_a_refresh_on_workers_writes_what_a_serial_refresh_writes(
     store_factory: Callable[[], Store],
     tokens: Callable[[], None],
@@ -179,46 +140,6 @@ def test_a_refresh_on_workers_writes_what_a_serial_refresh_writes(
     assert stored(parallel_store, OUTBOX) == stored(serial_store, OUTBOX)
     assert parallel_store.dirty_subjects(None, 1) == []
     parallel.close()
-
-
-def test_a_refresh_by_the_compiled_fold_writes_what_the_reference_fold_writes(
-    store_factory: Callable[[], Store],
-    tokens: Callable[[], None],
-    compiled_runs: list[int],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(ledger_module, "REFRESH_CHUNK", 40)
-    lines = workload()
-    reference_store, compiled_store = store_factory(), store_factory()
-    tokens()
-    build(reference_store, 1, lines)
-    assert compiled_runs == []
-    tokens()
-    compiled = build(compiled_store, 1, lines, kernel_min_events=0)
-    assert sum(compiled_runs) >= SUBJECTS, "the refreshes must have run the compiled fold"
-    rows = [r for d in DOMAINS for r in compiled_store.current_decisions(d)]
-    assert max(r.revision for r in rows) > 1 and any(r.withdrawn for r in rows)
-    assert stored(compiled_store, DECISIONS) == stored(reference_store, DECISIONS)
-    assert stored(compiled_store, OUTBOX) == stored(reference_store, OUTBOX)
-    assert compiled_store.dirty_subjects(None, 1) == []
-    compiled.close()
-
-
-def test_the_refresh_is_compiled_only_after_a_big_enough_ingest(
-    tmp_path: Path, compiled_runs: list[int]
-) -> None:
-    """Loading the compiled code costs more than folding a few hundred events: the refresh
-    folds by it only after ``kernel_min_events`` new events, counted since the last refresh."""
-    lines = workload()
-    led = ledger_on(SQLiteStore(tmp_path / "s.db"), 1, kernel_min_events=1000)
-    led.ingest(read_records(io.BytesIO(b"\n".join(lines[:600])), "jsonl"))
-    assert compiled_runs == []
-    led.ingest(read_records(io.BytesIO(b"\n".join(lines[600:1200])), "jsonl"))
-    assert compiled_runs == [], "600 events since the last refresh"
-    led.ingest(read_records(io.BytesIO(b"\n".join(lines[1200:2400])), "jsonl"), refresh=False)
-    assert led.refresh_decisions() > 0
-    assert sum(compiled_runs) > 0, "1,200 events since the last refresh"
-    led.close()
 
 
 def test_states_on_workers_equal_states_in_process(

@@ -127,24 +127,3 @@ def test_a_store_that_cannot_be_read_in_bulk_says_which_and_why(tmp_path: Path) 
     assert str(missing) in str(caught.value) and "cannot read the store in bulk" in str(
         caught.value
     )
-
-
-def test_a_list_of_subjects_is_read_through_the_subject_index(tmp_path: Path) -> None:
-    """`population_rows` on SQLite reads a subject list through `pb_events_subject`: left to
-    itself (no statistics) the planner took the primary key's domain range, scanning every
-    event of the domain for each list (a refresh of a few subjects in a large store would
-    read all of it, chunk after chunk)."""
-    led = _ledger(SQLiteStore(tmp_path / "plan.db"))
-    store = led.store
-    assert isinstance(store, SQLiteStore)
-    subjects = store.subjects(DOMAIN)[:3]
-    seen: list[str] = []
-    store.conn.set_trace_callback(seen.append)
-    found = store.population_rows(DOMAIN, subjects, None, None, [])
-    store.conn.set_trace_callback(None)
-    assert {r[0] for r in found} == set(subjects)
-    [query] = [q for q in seen if "FROM pb_events" in q]
-    plan = store.conn.execute("EXPLAIN QUERY PLAN " + query).fetchall()
-    steps = " / ".join(str(step[3]) for step in plan)
-    assert "SEARCH e USING INDEX pb_events_subject" in steps, steps
-    led.close()

@@ -58,9 +58,6 @@ FUTURE_TOLERANCE = timedelta(days=1)
 # under one hold of the write lock (so that folds overlap the reads and writes around them).
 REFRESH_CHUNK = 500
 REFRESH_CHUNKS_PARALLEL = 4
-# The refresh after at least this many new events folds by the compiled fold from the stored
-# entries (`_refresh_compiled`): below, loading the compiled code costs more than it saves.
-KERNEL_MIN_EVENTS = 20_000
 
 
 _event = fast_maker(Event)  # an Event per record checked: the frozen __init__ is costly
@@ -131,13 +128,10 @@ class Ledger(RecordImport):
         now: Callable[[], datetime] | None = None,
         jobs: int | None = None,
         parallel_min_events: int = MIN_EVENTS,
-        kernel_min_events: int = KERNEL_MIN_EVENTS,
     ) -> None:
         """``jobs``: worker processes folding subjects for the decision refresh and `states`
         (default $POINTBOOK_JOBS, else 1: fold in this process). Work lists
-        of fewer than ``parallel_min_events`` events are folded in this process anyway. The
-        decision refresh after ``kernel_min_events`` new events or more (accepted by this
-        ledger since its last refresh) folds by the compiled fold (`_refresh_compiled`)."""
+        of fewer than ``parallel_min_events`` events are folded in this process anyway."""
         self.store = store
         self.now = now or (lambda: datetime.now(UTC))
         self._versions: dict[str, list[PackVersion]] = {}
@@ -145,8 +139,6 @@ class Ledger(RecordImport):
         if self.jobs < 1:
             raise ValueError("jobs: at least 1")
         self.parallel_min_events = parallel_min_events
-        self.kernel_min_events = kernel_min_events
-        self._accepted = 0  # events accepted since the last refresh of every domain
         self._pool: FoldPool | None = None  # started on the first work list big enough
 
     @classmethod
@@ -405,7 +397,6 @@ class Ledger(RecordImport):
         check_batch(events, entries, self.versions)
         self.store.write_batch(events, entries, self.now())
         report.accepted += len(events)
-        self._accepted += len(events)
         report.entries += len(entries)
         report.subjects.update((e.domain, e.subject) for e, _ in events)
 
@@ -431,21 +422,16 @@ class Ledger(RecordImport):
         done = 0
         # With workers, one lock holds several writes so that folds overlap reads and writes.
         limit = REFRESH_CHUNK * (REFRESH_CHUNKS_PARALLEL if self.jobs > 1 else 1)
-        compiled = self._accepted >= self.kernel_min_events
         while True:
             # A look without the lock first: most calls (every read of decisions) find nothing.
             pending = self.store.dirty_subjects(domain, 1)
             if not pending:
-                if domain is None:
-                    self._accepted = 0
                 return done
             dom = pending[0][0]
             with self.store.refreshing(dom):
                 # Read again under the lock: another process may have refreshed them already.
                 subjects = [s for _, s in self.store.dirty_subjects(dom, limit)]
-                if subjects and compiled and self._compiled_refresh(dom):
-                    self._refresh_compiled(dom, subjects)
-                elif subjects:
+                if subjects:
                     self._refresh(dom, subjects)
             done += len(subjects)
             if subjects and progress:
@@ -474,46 +460,6 @@ class Ledger(RecordImport):
         with closing(folded):
             for _ in range(0, len(subjects), REFRESH_CHUNK):
                 self._write_refresh(domain, versions, list(islice(folded, REFRESH_CHUNK)))
-
-    def _compiled_refresh(self, domain: str) -> bool:
-        """Whether the compiled fold models ``domain``'s versions (`kernel.unsupported`)."""
-        from pointbook.engine.kernel import unsupported  # numba loads here, on need
-
-        return unsupported(self.require_domain(domain)) is None
-
-    def _refresh_compiled(self, domain: str, subjects: list[str]) -> None:
-        """`_refresh` by the compiled fold, for a bulk load: the decisions of subjects without
-        appeals from their stored entries (`whatif_kernel.decision_rows`, made `Decision`
-        records by `engine.decisions`), no event decoded or judged again; subjects with
-        appeals by the reference fold. The same writes as `_refresh`, chunk by chunk
-        (tests/test_parallel.py compares what both store)."""
-        from pointbook.analytics.whatif_kernel import decision_rows, stored_rows
-        from pointbook.engine.decisions import decisions_of_rows
-        from pointbook.engine.kernel import KernelPack
-
-        versions = self.require_domain(domain)
-        pack = KernelPack.of(versions)
-        for i in range(0, len(subjects), REFRESH_CHUNK):
-            part = subjects[i : i + REFRESH_CHUNK]
-            appeals = self.store.appeals(domain, part)
-            plain = [s for s in part if s not in appeals]
-            made = {}
-            if plain:
-                rows = stored_rows(self.store, domain, plain)
-                made = decisions_of_rows(versions, *decision_rows(rows, pack, HORIZON))
-            events = self.store.subject_events(domain, list(appeals)) if appeals else {}
-            folded: list[tuple[History, tuple[Decision, ...]]] = []
-            for subject in part:
-                if subject in appeals:
-                    mine = appeals[subject]
-                    history = events.get(subject, [])
-                    decided = evaluate_subject(
-                        versions, history, HORIZON, subject=subject, appeals=mine
-                    ).decisions
-                    folded.append(((subject, history, mine), decided))
-                else:
-                    folded.append(((subject, [], []), made.get(subject, ())))
-            self._write_refresh(domain, versions, folded)
 
     def _fold_pool(self) -> FoldPool:
         """The worker processes, started on first use, holding every domain's versions."""

@@ -24,10 +24,6 @@ Two slices are folded at once.
 Subjects with appeals are left to the reference fold (the kernel does not model appeals):
 `run_whatif` replays them as before. tests/test_analytics.py checks this path against the
 reference one on the same stores, on both backends.
-
-The same reading of stored rows serves the compiled re-score (`population_scores`, bench
-recompute) and the decision refresh after a bulk load (`stored_rows`, `decision_rows`; see
-`Ledger._refresh_compiled`).
 """
 
 from __future__ import annotations
@@ -47,11 +43,10 @@ import polars as pl
 
 from pointbook.dates import Duration, add_duration, to_micros
 from pointbook.engine.batch import rule_frame
-from pointbook.engine.fold import HORIZON_CAP, _decision_id, _projection_end
+from pointbook.engine.fold import _decision_id
 from pointbook.engine.kernel import (
     NEVER,
     Codes,
-    Columns,
     KernelPack,
     course_types,
     make_columns,
@@ -65,13 +60,11 @@ __all__ = [
     "Side",
     "Slice",
     "decision_id",
-    "decision_rows",
     "kernel_eligible",
     "kernel_sides",
     "population_scores",
     "rule_texts",
     "split_by_appeals",
-    "stored_rows",
 ]
 
 T = TypeVar("T")
@@ -347,20 +340,6 @@ def _read_pieces(folder: Path, prefix: str, schema: dict[str, Any]) -> pl.DataFr
     return pl.concat(pieces) if pieces else pl.DataFrame(schema=schema)
 
 
-def stored_rows(
-    store: Store,
-    domain: str,
-    subjects: Sequence[str],
-    since: int | None = None,
-    until: int | None = None,
-    types: Sequence[str] = (),
-) -> pl.DataFrame:
-    """The stored rows of ``subjects`` (their events with their entries) through the subject
-    index, as a frame of `ROW_SCHEMA`."""
-    found = store.population_rows(domain, subjects, since, until, types)
-    return pl.DataFrame(found, schema=_INDEX_SCHEMA, orient="row").cast(ROW_SCHEMA)  # type: ignore[arg-type]
-
-
 def _read_ahead(
     store: Store,
     domain: str,
@@ -374,7 +353,8 @@ def _read_ahead(
     each read covered."""
 
     def read(part: Sequence[str]) -> pl.DataFrame:
-        return stored_rows(store, domain, part, since, until, types)
+        found = store.population_rows(domain, part, since, until, types)
+        return pl.DataFrame(found, schema=_INDEX_SCHEMA, orient="row").cast(ROW_SCHEMA)  # type: ignore[arg-type]
 
     parts = [subjects[i : i + chunk] for i in range(0, len(subjects), chunk)]
     # The next slice is read while this one is folded: the store's connection is used by the
@@ -569,29 +549,6 @@ def _work_out_ends(hit: pl.DataFrame, counts_for: Duration, version: PackVersion
     return pl.Series("until", ends, dtype=pl.Int64)
 
 
-def _columns(
-    pack: KernelPack,
-    steps: pl.DataFrame,
-    first: np.ndarray[Any, np.dtype[np.int64]],
-    n_subjects: int,
-) -> Columns:
-    """The kernel's columns for ``steps`` already in the fold's order (`_sorted`)."""
-    return make_columns(
-        pack,
-        n_subjects,
-        first.astype(np.int64).tolist(),
-        steps["s"].to_numpy().astype(np.int64),
-        steps["kind"].to_numpy().astype(np.int64),
-        steps["occurred_us"].to_numpy().astype(np.int64),
-        steps["key"].to_numpy().astype(np.int64),
-        _codes(steps["type"]),
-        _codes(steps["rule_id"]),
-        steps["delta"].to_numpy().astype(np.int64),
-        steps["until"].fill_null(NEVER).to_numpy().astype(np.int64),
-        steps["capped"].fill_null(False).to_numpy().astype(np.bool_),
-    )
-
-
 def _fold(
     pack: KernelPack,
     steps: pl.DataFrame,
@@ -602,7 +559,20 @@ def _fold(
     steps = _sorted(steps)
     s = steps["s"].to_numpy().astype(np.int64)
     kind = steps["kind"].to_numpy().astype(np.int64)
-    columns = _columns(pack, steps, first, n_subjects)
+    columns = make_columns(
+        pack,
+        n_subjects,
+        first.astype(np.int64).tolist(),
+        s,
+        kind,
+        steps["occurred_us"].to_numpy().astype(np.int64),
+        steps["key"].to_numpy().astype(np.int64),
+        _codes(steps["type"]),
+        _codes(steps["rule_id"]),
+        steps["delta"].to_numpy().astype(np.int64),
+        steps["until"].fill_null(NEVER).to_numpy().astype(np.int64),
+        steps["capped"].fill_null(False).to_numpy().astype(np.bool_),
+    )
     result = columns.fold(pack, when_us)
     entry = kind == 0
     es = s[entry]
@@ -618,7 +588,12 @@ def _fold(
     )
     t = result.decision_threshold
     ds, at = result.decision_subject, result.decision_at
-    ordinal = _ordinals(ds, at)
+    # Decisions made earlier at the same instant (the id's ordinal): they come out in the
+    # order made, subject after subject, so each run of one (subject, instant) counts up.
+    new = np.ones(len(ds), dtype=np.bool_)
+    new[1:] = (ds[1:] != ds[:-1]) | (at[1:] != at[:-1])
+    runs = np.flatnonzero(new)
+    ordinal = np.arange(len(ds), dtype=np.int64) - runs[np.cumsum(new) - 1]
     rows = pack.threshold_rows
     # Looked up column-wise: a threshold's id and kind by its row, a level's value by its
     # place in the flat table of every threshold's levels.
@@ -643,57 +618,6 @@ def _fold(
         },
     )
     return Side(result.points, table, decisions)
-
-
-def _ordinals(
-    subject: np.ndarray[Any, np.dtype[np.int64]], at: np.ndarray[Any, np.dtype[np.int64]]
-) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """Each decision's ordinal (decisions made earlier at the same instant, in the id): they
-    come out in the order made, subject after subject, so each run of one (subject, instant)
-    counts up."""
-    new = np.ones(len(subject), dtype=np.bool_)
-    new[1:] = (subject[1:] != subject[:-1]) | (at[1:] != at[:-1])
-    runs = np.flatnonzero(new)
-    ordinal: np.ndarray[Any, np.dtype[np.int64]] = np.arange(len(subject), dtype=np.int64)
-    ordinal -= runs[np.cumsum(new) - 1]
-    return ordinal
-
-
-def decision_rows(
-    rows: pl.DataFrame, pack: KernelPack, as_of: datetime
-) -> tuple[list[str], pl.DataFrame]:
-    """The decisions as of ``as_of`` of the subjects in ``rows`` (`stored_rows`: subjects
-    without appeals) from their stored entries by the compiled fold: the subject names and a
-    frame with, per decision in the order made, its subject index ``s``, threshold row ``t``
-    (of `KernelPack.threshold_rows`), ``level`` index, instant ``at``, ``ordinal``, ``figure``,
-    ``trigger`` (`kernel.START`, `EVENT`, `TIME`, `COURSE`), ``event_id`` behind it (null for
-    the start and time-driven changes) and ``closed`` (when a `while` decision was closed,
-    `kernel.NEVER` if not). As in the reference fold, time-driven effects after ``as_of`` run
-    on within its projection, where they may close a `while` decision; decisions made there
-    are not kept."""
-    when_us = to_micros(as_of)
-    names, events, first, stored = _prepare(rows, when_us)
-    steps = _sorted(_stored_steps(stored, events, pack))
-    end = NEVER if as_of >= HORIZON_CAP else to_micros(_projection_end(as_of, pack.versions[0].tz))
-    result = _columns(pack, steps, first, len(names)).fold(pack, end)
-    row = result.decision_trigger_row
-    frame = pl.DataFrame(
-        {
-            "s": result.decision_subject,
-            "t": result.decision_threshold,
-            "level": result.decision_level,
-            "at": result.decision_at,
-            "ordinal": _ordinals(result.decision_subject, result.decision_at),
-            "figure": result.decision_figure,
-            "trigger": result.decision_trigger,
-            "event_id": steps["event_id"].gather(np.maximum(row, 0)),
-            "closed": result.decision_closed,
-        }
-    )
-    frame = frame.with_columns(
-        pl.when(pl.Series(row >= 0)).then(pl.col("event_id")).otherwise(None)
-    ).filter(pl.col("at") <= when_us)
-    return names, frame
 
 
 def _codes(column: pl.Series) -> Codes:

@@ -49,9 +49,6 @@ __all__ = ["evaluate_subject"]
 # materialise decisions are not limited.
 PROJECTION_LIMIT = Duration(years=100)
 HORIZON_CAP = datetime(2900, 1, 1, tzinfo=UTC)
-# A decision's trigger when no event or course made it (engine/decisions.py says the same).
-TRIGGER_START = "the start of the record"
-TRIGGER_TIME = "a time-driven change"
 
 # The records a fold makes at nearly every step, made without the frozen __init__'s cost.
 _line = fast_maker(Line)
@@ -427,7 +424,7 @@ class _Fold:
                     )
         for th_id in first.whiles:
             self.state.whiles[th_id] = _While()
-        self.check_thresholds(at, TRIGGER_START, self.state.figure)
+        self.check_thresholds(at, "the start of the record", self.state.figure)
 
     def event(self, event: Event) -> None:
         if not self.started:
@@ -822,7 +819,7 @@ class _Fold:
                 w.pending_since = None
                 self.open_decision(th, 0, at, f"{_describe(th)} since {self.fmt(since)}")
             return
-        self.check_thresholds(at, TRIGGER_TIME, before)
+        self.check_thresholds(at, "a time-driven change", before)
 
     def suspend(self, at: datetime, item: _Item, appeal: Appeal) -> None:
         if item.applied_at is None or item.settled_at is not None or item.suspended:

@@ -19,7 +19,6 @@ reference packs: same points, same applied points, same entries counting, same d
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,11 +38,7 @@ from pointbook.rules.pack import PackVersion
 from pointbook.rules.spec import BalanceSchemeSpec, RestorationSpec
 
 __all__ = [
-    "COURSE",
-    "EVENT",
     "NEVER",
-    "START",
-    "TIME",
     "Codes",
     "Columns",
     "KernelPack",
@@ -68,7 +63,6 @@ _RESTORATIONS = {"clean-period": 0, "small-loss": 1, "entry-return": 2}
 # Queue kinds, phases and same-instant order (fold.py: EXPIRE 0, RESTORE 1 with the
 # restorations' sub-order clean 0, small 1, return 2, course 3).
 _EXPIRE, _CLEAN, _SMALL, _RETURN, _COURSE = 0, 1, 2, 3, 4
-_OUT = 8  # columns per decision made (KernelResult's decision_* fields)
 
 
 def unsupported(versions: PackVersion | Sequence[PackVersion]) -> str | None:
@@ -199,18 +193,11 @@ class KernelPack:
         return np.maximum(np.searchsorted(self.effective, at_us, side="right") - 1, 0)
 
 
-# What made a decision (`KernelResult.decision_trigger`): the fold's trigger texts.
-START, EVENT, TIME, COURSE = 0, 1, 2, 3
-
-
 @dataclass(frozen=True)
 class KernelResult:
     """Per subject its points; per row what it applied and whether it counts at as_of (course
     rows: 0 and False); per decision (in the order made) its subject, threshold row (of
-    `KernelPack.threshold_rows`), level index, instant, the figure it was made at, what
-    triggered it (START, EVENT, TIME or COURSE, with the row of the entry or course event, -1
-    for the others) and when a `while` decision was closed by the figure moving back (NEVER:
-    not closed)."""
+    `KernelPack.threshold_rows`), level index and instant."""
 
     points: Ints
     applied: Ints
@@ -219,10 +206,6 @@ class KernelResult:
     decision_threshold: Ints
     decision_level: Ints
     decision_at: Ints
-    decision_figure: Ints
-    decision_trigger: Ints
-    decision_trigger_row: Ints
-    decision_closed: Ints
 
 
 # -- the compiled loop ----------------------------------------------------------------------
@@ -391,12 +374,10 @@ def _kernel(
     counts = np.zeros(n, dtype=np.bool_)
     settled = np.zeros(n, dtype=np.bool_)
     n_th = th_mode.shape[0]
-    # subject, threshold row, level, at, figure, trigger, trigger row, closed (_OUT columns)
-    out = np.empty((16 + 4 * n_th + n // 4, _OUT), dtype=np.int64)
+    out = np.empty((16 + 4 * n_th + n // 4, 4), dtype=np.int64)  # subject, row, level, at
     made = 0
     armed = np.empty(max(n_slots, 1), dtype=np.int8)  # -1: not seen yet
     active = np.zeros(max(n_gids, 1), dtype=np.bool_)
-    opened = np.full(max(n_gids, 1), -1, dtype=np.int64)  # the open while-decision's out row
     heap = np.empty((64, _W), dtype=np.int64)
     ths = (
         th_first,
@@ -418,7 +399,6 @@ def _kernel(
             for k in range(lv_first[t], lv_first[t + 1]):
                 armed[lv_slot[k]] = 0 if _beyond(th_direction[t], start, lv_value[k]) else 1
         active[:] = False
-        opened[:] = -1
         size = 0
         seq = 0
         loss_seq = 0
@@ -436,15 +416,12 @@ def _kernel(
                 first_event[s],
                 start,
                 start,
-                START,
-                -1,
                 checked,
                 terminal,
                 effective,
                 ths,
                 armed,
                 active,
-                opened,
                 out,
                 made,
             )
@@ -467,7 +444,6 @@ def _kernel(
                 v = _version_at(effective, at)
                 before = figure
                 moves = True
-                trigger, trigger_row = TIME, -1
                 if what == _EXPIRE:
                     if settled[a]:
                         continue
@@ -491,7 +467,6 @@ def _kernel(
                     settled[b] = True
                     counts[b] = False
                 else:  # _COURSE: row a, credited unless refused (fold.course)
-                    trigger, trigger_row = COURSE, a
                     moves = not terminal and occurred[a] >= last_course_end and figure > floor[v]
                     target = figure + course_points[a]
                     if moves:
@@ -508,7 +483,6 @@ def _kernel(
                 i += 1
                 at = occurred[row]
                 v = vrow[row]
-                trigger, trigger_row = EVENT, row
                 if kind[row] == 1:
                     # A course event: its credit is queued (restoration phase, sub-order 3).
                     credit = due[row, 0]  # the credit's instant (make_columns)
@@ -561,21 +535,7 @@ def _kernel(
                         seq += 1
                         size += 1
             out, made, checked, terminal = _check(
-                s,
-                at,
-                before,
-                figure,
-                trigger,
-                trigger_row,
-                checked,
-                terminal,
-                effective,
-                ths,
-                armed,
-                active,
-                opened,
-                out,
-                made,
+                s, at, before, figure, checked, terminal, effective, ths, armed, active, out, made
             )
         points[s] = figure
     return points, applied, counts, out[:made]
@@ -587,15 +547,12 @@ def _check(
     at: int,
     before: int,
     figure: int,
-    trigger: int,
-    trigger_row: int,
     checked: int,
     terminal: bool,
     effective: Ints,
     ths: tuple[Ints, Ints, Ints, Ints, Ints, Flags, Ints, Ints, Ints],
     armed: npt.NDArray[np.int8],
     active: Flags,
-    opened: Ints,
     out: Ints,
     made: int,
 ) -> tuple[Ints, int, int, bool]:
@@ -611,7 +568,7 @@ def _check(
     if figure == before and not full:
         return out, made, checked, terminal
     if made + (th_first[v + 1] - th_first[v]) >= out.shape[0]:
-        bigger = np.empty((out.shape[0] * 2 + th_first[v + 1], _OUT), dtype=np.int64)
+        bigger = np.empty((out.shape[0] * 2 + th_first[v + 1], 4), dtype=np.int64)
         bigger[:made] = out[:made]
         out = bigger
     for t in range(th_first[v], th_first[v + 1]):
@@ -634,7 +591,10 @@ def _check(
                 else:
                     armed[slot] = 1 if is_armed else 0
             if best >= 0:
-                _made(out, made, s, t, best - lv_first[t], at, figure, trigger, trigger_row)
+                out[made, 0] = s
+                out[made, 1] = t
+                out[made, 2] = best - lv_first[t]
+                out[made, 3] = at
                 made += 1
                 if th_terminal[t]:
                     terminal = True
@@ -644,37 +604,16 @@ def _check(
             if active[g]:
                 if _back(d, figure, value, th_margin[t]):
                     active[g] = False
-                    out[opened[g], 7] = at  # fold.close_decision
             elif _beyond(d, figure, value):
                 active[g] = True
-                opened[g] = made
-                _made(out, made, s, t, 0, at, figure, trigger, trigger_row)
+                out[made, 0] = s
+                out[made, 1] = t
+                out[made, 2] = 0
+                out[made, 3] = at
                 made += 1
                 if th_terminal[t]:
                     terminal = True
     return out, made, v, terminal
-
-
-@numba.njit(cache=True, inline="always")
-def _made(
-    out: Ints,
-    made: int,
-    s: int,
-    t: int,
-    level: int,
-    at: int,
-    figure: int,
-    trigger: int,
-    trigger_row: int,
-) -> None:
-    out[made, 0] = s
-    out[made, 1] = t
-    out[made, 2] = level
-    out[made, 3] = at
-    out[made, 4] = figure
-    out[made, 5] = trigger
-    out[made, 6] = trigger_row
-    out[made, 7] = NEVER
 
 
 # -- columns ----------------------------------------------------------------------------------
@@ -755,7 +694,15 @@ class Columns:
             pack.r_kind,
             pack.r_longer,
         )
-        return KernelResult(points, applied, counts, *(made[:, c].copy() for c in range(_OUT)))
+        return KernelResult(
+            points,
+            applied,
+            counts,
+            made[:, 0].copy(),
+            made[:, 1].copy(),
+            made[:, 2].copy(),
+            made[:, 3].copy(),
+        )
 
 
 def make_columns(
@@ -874,7 +821,6 @@ def columns_of(pack: KernelPack, histories: Sequence[Sequence[Event]], as_of: da
     columns from stored rows."""
     versions = pack.versions
     courses = course_types(versions)
-    effective = pack.effective.tolist()
     first: list[int] = []
     subject, kind, occurred, key, types, rules, delta, until, capped = ([] for _ in range(9))
     for s, events in enumerate(histories):
@@ -883,7 +829,7 @@ def columns_of(pack: KernelPack, histories: Sequence[Sequence[Event]], as_of: da
         ranks = {eid: k for k, eid in enumerate(sorted(e.id for e in ordered))}
         for e in ordered:
             at = to_micros(e.occurred_at)
-            v = max(bisect_right(effective, at) - 1, 0)  # pack.version_index, for one
+            v = int(pack.version_index(np.array([at], dtype=np.int64))[0])
             version = versions[v]
             entries = list(e.judged) if e.judged is not None else judge(e, version)
             steps: list[tuple[int, str | None, int, datetime | None, bool]] = [

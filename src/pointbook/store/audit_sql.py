@@ -416,14 +416,12 @@ def population_rows(
     since_us: int | None,
     until_us: int | None,
     attribute_types: Sequence[str],
-    hint: str = "",
 ) -> list[Row]:
     """Every event of ``subjects`` (occurring in [since_us, until_us] where given) with each
     of its stored entries, by subject: (subject, event id, type, occurred_us, erased 0/1,
     attributes or None, rule_id, delta, counts_until_us, daily_cap), the last four None for
     an event with no entry. Attributes are read only for live events of ``attribute_types``
-    (the rows what-if judges again). ``hint``: the backend's words after the events table
-    (SQLite: the subject index to use)."""
+    (the rows what-if judges again)."""
     if not subjects:
         return []
     marks = ", ".join("?" * len(subjects))
@@ -432,8 +430,7 @@ def population_rows(
         "SELECT e.subject, e.id, e.type, e.occurred_us,"
         " CASE WHEN e.erased_us IS NULL THEN 0 ELSE 1 END,"
         f" {attrs}, n.rule_id, n.delta, n.counts_until_us, n.daily_cap"
-        f" FROM pb_events e {hint} LEFT JOIN pb_entries n"
-        " ON n.domain = e.domain AND n.event_id = e.id"
+        " FROM pb_events e LEFT JOIN pb_entries n ON n.domain = e.domain AND n.event_id = e.id"
         f" WHERE e.domain = ? AND e.subject IN ({marks}){window}"
     )
     params: list[Any] = [*attribute_types, domain, *subjects, *extra]

@@ -49,8 +49,6 @@ def _chunks(seq: Sequence[T], n: int = _CHUNK) -> Iterator[Sequence[T]]:
 # over). Measured on `bench scale`: 12-14% less CPU per event than 64 MiB and the default.
 BULK_CACHE_SIZE = -262144
 BULK_WAL_AUTOCHECKPOINT = 100_000
-# The subject index, named for population reads (`population_rows`).
-SUBJECT_INDEX = "INDEXED BY pb_events_subject"
 
 
 def current_decisions_sql(subjects: int | None) -> str:
@@ -351,11 +349,7 @@ class SQLiteStore(ProcessTables):
         attribute_types: Sequence[str],
     ) -> list[tuple[Any, ...]]:
         db = SQLiteDb(self.conn)
-        # Without statistics the planner takes the primary key's domain range and tests each
-        # event's subject against the list: the whole domain scanned for every list read.
-        return audit_sql.population_rows(
-            db, domain, subjects, since_us, until_us, attribute_types, SUBJECT_INDEX
-        )
+        return audit_sql.population_rows(db, domain, subjects, since_us, until_us, attribute_types)
 
     def population_frames(
         self,
