@@ -73,6 +73,8 @@ def check_ingest(r: dict[str, Any]) -> None:
     for key in ("seconds", "events_per_s", "raw_insert_rows_per_s", "naive_events_per_s"):
         assert r[key] > 0, key
     assert r["events_per_s"] == pytest.approx(N / r["seconds"])
+    # One process's CPU over the timed part: some, and no more than its cores could give.
+    assert 0 < r["cpu_seconds"] <= r["seconds"] * (os.cpu_count() or 1)
     assert r["ratio_to_raw"] > 0
     assert r["ratio_to_raw"] == pytest.approx(r["events_per_s"] / r["raw_insert_rows_per_s"])
     assert r["speedup_vs_naive"] > 0

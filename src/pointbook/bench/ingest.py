@@ -176,7 +176,11 @@ def run_ingest(
         n = write_workload(path, generate_workload(events, subjects, seed, late_fraction))
         with fresh_store(backend, folder) as store:
             ledger = open_ledger(store)
+            cpu = time.process_time()
             report, seconds = time_engine(ledger, path, batch_size, jobs)
+            # This process's CPU (worker processes, with --jobs, not counted): steadier than
+            # the wall time on a machine whose speed varies from one minute to the next.
+            cpu = time.process_time() - cpu
             rss = peak_rss_mb()  # before the baselines build their own rows
             balances: dict[str, int] = {}
             for domain in DOMAINS:
@@ -224,6 +228,7 @@ def run_ingest(
         "rejected": len(report.rejected),
         "entries": report.entries,
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "events_per_s": events_per_s,
         "raw_rows": n,
         "raw_seconds": raw_seconds,

@@ -54,6 +54,7 @@ _INGEST = [
     ("rejected", "rejected", "{:,}"),
     ("entries", "entries", "{:,}"),
     ("seconds", "engine seconds", "{:.2f}"),
+    ("cpu_seconds", "engine CPU seconds", "{:.2f}"),
     ("events_per_s", "engine events/s", "{:,.0f}"),
     ("raw_insert_rows_per_s", "raw insert rows/s", "{:,.0f}"),
     ("ratio_to_raw", "engine / raw", "{:.3f}"),
