@@ -454,3 +454,48 @@ def test_bad_sizes_are_a_usage_error(sizes: str) -> None:
     done = CliRunner().invoke(app, ["bench", "scale", "--sizes", sizes])
     assert done.exit_code == 2
     assert "--sizes" in done.output
+
+
+def test_stages_share_out_the_engines_cpu(tmp_path: Path) -> None:
+    """`bench ingest --stages`: every stage the ingest passes through took some CPU; the
+    top-level stages and `other` add up to the engine's CPU; what is spent inside the writes
+    fits inside them."""
+    from pointbook.bench.stages import INNER, TOP
+
+    r = ingest(tmp_path, "--stages", "--no-peer")
+    check_ingest(r)
+    spent = r["stages"]
+    top, inner = [k for k, _ in TOP], [k for k, _ in INNER]
+    assert set(spent) == {*top, *inner, "other"}
+    for key in [*top, *inner]:
+        # Every event was checked, hashed, looked up, judged and written; every subject folded.
+        assert spent[key] > 0, key
+    assert spent["other"] > 0  # reading the lines
+    assert sum(spent[k] for k in top) + spent["other"] == pytest.approx(r["cpu_seconds"])
+    assert spent["rows"] + spent["audit"] <= spent["write_batch"] + spent["_write_refresh"]
+
+
+def test_timed_stages_put_every_function_back(tmp_path: Path) -> None:
+    import pointbook.ledger as ledger_module
+    from pointbook.bench.stages import timed_stages
+    from pointbook.ledger import Ledger
+    from pointbook.store import SQLiteStore, audit_sql, rows
+
+    def current() -> list[object]:
+        return [
+            Ledger.check_event,
+            Ledger._write_refresh,
+            ledger_module.content_hash,
+            ledger_module.evaluate_subject,
+            SQLiteStore.write_batch,
+            SQLiteStore.subject_events,
+            rows.event_rows,
+            audit_sql.append,
+        ]
+
+    before = current()
+    led = Ledger(SQLiteStore(tmp_path / "s.db"))
+    with timed_stages(led):
+        assert all(a is not b for a, b in zip(current(), before, strict=True))
+    assert current() == before
+    led.close()

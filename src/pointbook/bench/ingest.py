@@ -21,6 +21,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from pointbook.bench import (
 from pointbook.bench.naive import run_naive
 from pointbook.bench.peer import PEER_MISSING, peer_installed, peer_label, run_peer
 from pointbook.bench.rawledger import time_raw_ledger
+from pointbook.bench.stages import TOP, timed_stages
 from pointbook.dates import parse_instant, to_micros
 from pointbook.intake import read_records
 from pointbook.ledger import IngestReport, Ledger
@@ -167,20 +169,24 @@ def run_ingest(
     peer: bool = True,
     peer_cap: int = 1000,
     jobs: int | None = None,
+    stages: bool = False,
 ) -> dict[str, Any]:
     """One `bench ingest` run; the JSON-ready result. The peer runs when ``peer`` is set and
-    the `bench` extra is installed; otherwise `peer` says why it did not."""
+    the `bench` extra is installed; otherwise `peer` says why it did not. ``stages``: also the
+    CPU seconds per stage of the timed ingest (bench/stages.py), under "stages"."""
     with tempfile.TemporaryDirectory(prefix="pointbook-bench-") as tmp:
         folder = Path(tmp)
         path = folder / "events.jsonl"
         n = write_workload(path, generate_workload(events, subjects, seed, late_fraction))
         with fresh_store(backend, folder) as store:
             ledger = open_ledger(store)
-            cpu = time.process_time()
-            report, seconds = time_engine(ledger, path, batch_size, jobs)
-            # This process's CPU (worker processes, with --jobs, not counted): steadier than
-            # the wall time on a machine whose speed varies from one minute to the next.
-            cpu = time.process_time() - cpu
+            with ExitStack() as timing:
+                spent = timing.enter_context(timed_stages(ledger)) if stages else None
+                cpu = time.process_time()
+                report, seconds = time_engine(ledger, path, batch_size, jobs)
+                # This process's CPU (worker processes, with --jobs, not counted): steadier
+                # than the wall time on a machine whose speed varies from minute to minute.
+                cpu = time.process_time() - cpu
             rss = peak_rss_mb()  # before the baselines build their own rows
             balances: dict[str, int] = {}
             for domain in DOMAINS:
@@ -245,4 +251,11 @@ def run_ingest(
         **peer_figures,
         "peak_rss_mb": rss,
         "balances": balances,
+        **({} if spent is None else {"stages": _stage_figures(spent, cpu)}),
     }
+
+
+def _stage_figures(spent: dict[str, float], cpu: float) -> dict[str, float]:
+    """The stages' CPU seconds, and `other`: the engine's CPU less the top-level stages."""
+    top = sum(spent[key] for key, _ in TOP)
+    return {**spent, "other": cpu - top}

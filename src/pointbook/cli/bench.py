@@ -144,11 +144,20 @@ def ingest(
         typer.Option("--peer-cap", min=1, help="The peer runs on this many events."),
     ] = 1000,
     jobs: JobsOption = None,
+    stages: Annotated[
+        bool,
+        typer.Option(
+            "--stages",
+            help="Also the CPU seconds per stage of the timed ingest (check, hash, judge, "
+            "write, refresh...; this process only).",
+        ),
+    ] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Time a seeded workload end to end into a fresh store, with raw-insert and naive baselines
     and the pinax-points peer."""
     from pointbook.bench.ingest import run_ingest
+    from pointbook.bench.stages import INNER, TOP
 
     _check_backend(backend)
     if not json_out:
@@ -164,8 +173,19 @@ def ingest(
         peer,
         peer_cap,
         jobs,
+        stages,
     )
     _show(result, json_out, _INGEST)
+    if stages and not json_out:
+        t = Table(title="CPU per stage of the timed ingest")
+        t.add_column("stage")
+        t.add_column("CPU s", justify="right")
+        t.add_column("µs per event", justify="right")
+        spent = result["stages"]
+        for key, label in [*TOP, *INNER, ("other", "other: reading lines, the loops")]:
+            us = spent[key] / max(1, result["accepted"]) * 1e6
+            t.add_row(e(label), f"{spent[key]:.2f}", f"{us:,.1f}")
+        console.print(t)
 
 
 @app.command("recompute")
