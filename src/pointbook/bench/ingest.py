@@ -184,8 +184,8 @@ def run_ingest(
                 spent = timing.enter_context(timed_stages(ledger)) if stages else None
                 cpu = time.process_time()
                 report, seconds = time_engine(ledger, path, batch_size, jobs)
-                # This process's CPU (worker processes, with --jobs, not counted): steadier
-                # than the wall time on a machine whose speed varies from minute to minute.
+                # This process's CPU (worker processes, with --jobs, not counted): the wall
+                # time less the waits for the disk or a core.
                 cpu = time.process_time() - cpu
             rss = peak_rss_mb()  # before the baselines build their own rows
             balances: dict[str, int] = {}
