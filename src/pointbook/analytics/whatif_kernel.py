@@ -54,7 +54,7 @@ from pointbook.engine.kernel import (
 )
 from pointbook.rules.pack import PackVersion
 from pointbook.store.base import Store
-from pointbook.store.sqlite_scan import ROW_SCHEMA
+from pointbook.store.sqlite_scan import ROW_SCHEMA, ROW_SCHEMA_INT_FLAGS
 
 __all__ = [
     "Side",
@@ -69,8 +69,6 @@ __all__ = [
 
 T = TypeVar("T")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# The index read's rows: 0/1 for the flags.
-_INDEX_SCHEMA = ROW_SCHEMA | {"erased": pl.Int64, "capped": pl.Int64}
 _STEP_SCHEMA: dict[str, Any] = {
     "s": pl.Int64,
     "event_id": pl.String,
@@ -354,7 +352,7 @@ def _read_ahead(
 
     def read(part: Sequence[str]) -> pl.DataFrame:
         found = store.population_rows(domain, part, since, until, types)
-        return pl.DataFrame(found, schema=_INDEX_SCHEMA, orient="row").cast(ROW_SCHEMA)  # type: ignore[arg-type]
+        return pl.DataFrame(found, schema=ROW_SCHEMA_INT_FLAGS, orient="row").cast(ROW_SCHEMA)  # type: ignore[arg-type]
 
     parts = [subjects[i : i + chunk] for i in range(0, len(subjects), chunk)]
     # The next slice is read while this one is folded: the store's connection is used by the

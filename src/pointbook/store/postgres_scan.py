@@ -18,12 +18,9 @@ import psycopg
 
 from pointbook.store import audit_sql
 from pointbook.store.postgres_db import _pg
-from pointbook.store.sqlite_scan import ROW_SCHEMA
+from pointbook.store.sqlite_scan import ROW_SCHEMA_INT_FLAGS
 
 __all__ = ["population_frames"]
-
-# As CSV: the flags as 0/1 (Polars reads true/false, not PostgreSQL's t/f).
-_CSV_SCHEMA: dict[str, Any] = ROW_SCHEMA | {"erased": pl.Int64, "capped": pl.Int64}
 
 
 def population_frames(
@@ -73,7 +70,7 @@ def _parse(data: bytes) -> pl.DataFrame:
     frame = pl.read_csv(
         data,
         has_header=False,
-        schema=_CSV_SCHEMA,
+        schema=ROW_SCHEMA_INT_FLAGS,  # Polars reads true/false, not PostgreSQL's t/f
     )
     return frame.with_columns(
         pl.col("attributes").fill_null(""),

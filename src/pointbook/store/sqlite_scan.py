@@ -31,7 +31,14 @@ import polars as pl
 from pointbook.errors import StoreError
 from pointbook.store import audit_sql
 
-__all__ = ["EVENT_SCHEMA", "NO_END", "ROW_SCHEMA", "population_frames", "read_frame"]
+__all__ = [
+    "EVENT_SCHEMA",
+    "NO_END",
+    "ROW_SCHEMA",
+    "ROW_SCHEMA_INT_FLAGS",
+    "population_frames",
+    "read_frame",
+]
 
 # A stored entry's end where it has none (a NULL in the table). The reader types each column
 # from its first rows, so no column may start with NULLs: they are read as this and put back.
@@ -55,6 +62,9 @@ ENTRY_SCHEMA: dict[str, Any] = {
 ROW_SCHEMA: dict[str, Any] = EVENT_SCHEMA | {
     k: v for k, v in ENTRY_SCHEMA.items() if k != "event_id"
 }
+# The same rows as readers without booleans give them (sqlite3 tuples, PostgreSQL's CSV):
+# the flags as 0/1, cast to ROW_SCHEMA after.
+ROW_SCHEMA_INT_FLAGS: dict[str, Any] = ROW_SCHEMA | {"erased": pl.Int64, "capped": pl.Int64}
 
 Fetch = Callable[[str, Sequence[Any]], pl.DataFrame]
 
