@@ -26,12 +26,14 @@ from pointbook.ledger import Ledger
 from pointbook.store import SQLiteStore, open_store
 from pointbook.store.base import Store
 from pointbook.store.schema import MIGRATIONS
+from pointbook.store.sqlite import BULK_CACHE_SIZE, BULK_WAL_AUTOCHECKPOINT
 
 __all__ = [
     "BACKENDS",
     "DOMAINS",
     "PG_DEFAULT",
     "BenchStoreError",
+    "bulk_sqlite",
     "drop_schema",
     "fresh_store",
     "generate_workload",
@@ -56,6 +58,18 @@ DOMAINS: dict[str, tuple[str, float, float]] = {
 def pg_url() -> str:
     """The PostgreSQL server the benchmarks use: $POINTBOOK_BENCH_PG or the local default."""
     return os.environ.get("POINTBOOK_BENCH_PG", PG_DEFAULT)
+
+
+def bulk_sqlite(path: Path) -> sqlite3.Connection:
+    """A connection to the SQLite file ``path`` set as the engine's store writes a bulk load
+    (WAL, every commit synced, `SQLiteStore.bulk`'s page cache and checkpoint interval): what
+    the raw baselines insert with."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA cache_size={BULK_CACHE_SIZE}")
+    conn.execute(f"PRAGMA wal_autocheckpoint={BULK_WAL_AUTOCHECKPOINT}")
+    return conn
 
 
 def peak_rss_mb() -> float:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import sqlite3
 import tempfile
 import time
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from typing import Any
 
 from pointbook.bench import (
     DOMAINS,
+    bulk_sqlite,
     drop_schema,
     fresh_store,
     generate_workload,
@@ -44,7 +44,6 @@ from pointbook.bench.stages import TOP, timed_stages
 from pointbook.dates import parse_instant, to_micros
 from pointbook.intake import read_records
 from pointbook.ledger import IngestReport, Ledger
-from pointbook.store.sqlite import BULK_CACHE_SIZE, BULK_WAL_AUTOCHECKPOINT
 
 __all__ = ["SAMPLE_AS_OF", "raw_rows", "run_ingest", "time_engine", "time_raw_insert"]
 
@@ -99,12 +98,8 @@ def _batches(found: Sequence[Row], size: int) -> list[Sequence[Row]]:
 def time_raw_insert(found: Sequence[Row], backend: str, folder: Path, batch_size: int) -> float:
     """Seconds to insert ``found`` into a fresh table shaped like pb_events, no engine."""
     if backend == "sqlite":
-        conn = sqlite3.connect(folder / "raw.db", isolation_level=None)
+        conn = bulk_sqlite(folder / "raw.db")
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute(f"PRAGMA cache_size={BULK_CACHE_SIZE}")  # as the engine's bulk load
-            conn.execute(f"PRAGMA wal_autocheckpoint={BULK_WAL_AUTOCHECKPOINT}")
             for ddl in _EVENTS_DDL:
                 conn.execute(ddl.format(int="INTEGER", suffix=" WITHOUT ROWID"))
             insert = f"INSERT INTO raw_events VALUES ({', '.join('?' * 13)})"

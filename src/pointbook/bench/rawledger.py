@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pointbook.bench import bulk_sqlite
 from pointbook.store.base import Store
-from pointbook.store.sqlite import BULK_CACHE_SIZE, BULK_WAL_AUTOCHECKPOINT, SQLiteStore
+from pointbook.store.sqlite import SQLiteStore
 
 __all__ = ["LEDGER_TABLES", "time_raw_ledger"]
 
@@ -65,12 +66,8 @@ def _sqlite(source: Path, target: Path, batches: int) -> tuple[int, float]:
         tables = {t: src.execute(f"SELECT * FROM {t}").fetchall() for t in LEDGER_TABLES}
     finally:
         src.close()
-    conn = sqlite3.connect(target, isolation_level=None)
+    conn = bulk_sqlite(target)  # as the engine's bulk load
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute(f"PRAGMA cache_size={BULK_CACHE_SIZE}")  # as the engine's bulk load
-        conn.execute(f"PRAGMA wal_autocheckpoint={BULK_WAL_AUTOCHECKPOINT}")
         for statement in ddl:
             conn.execute(statement)
         inserts = {
