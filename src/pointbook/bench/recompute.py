@@ -38,7 +38,7 @@ from pointbook.intake import read_records
 from pointbook.ledger import Ledger
 from pointbook.store import SQLiteStore
 from pointbook.store.base import Store
-from pointbook.store.sqlite_scan import read_frame
+from pointbook.store.sqlite_scan import in_memory, read_frame
 
 __all__ = ["DEFAULT_AS_OF", "groupby_sums", "run_recompute"]
 
@@ -62,7 +62,7 @@ def groupby_sums(store: Store, as_of: datetime) -> pl.DataFrame:
 def groupby_arrow_sums(store: Store, as_of: datetime) -> pl.DataFrame | None:
     """`groupby_sums` with the rows read through ADBC into Arrow (the read the compiled
     re-score uses on a SQLite file); None for a store that is not one."""
-    if not isinstance(store, SQLiteStore) or store.path == ":memory:":
+    if not isinstance(store, SQLiteStore) or in_memory(store.path):
         return None
     frame = read_frame(
         store.path,

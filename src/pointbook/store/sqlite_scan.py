@@ -36,6 +36,7 @@ __all__ = [
     "NO_END",
     "ROW_SCHEMA",
     "ROW_SCHEMA_INT_FLAGS",
+    "in_memory",
     "population_frames",
     "read_frame",
 ]
@@ -113,7 +114,7 @@ def population_frames(
     # entries' read transaction starts after the events' (their first read comes later),
     # so it holds every entry of every event read (events and entries are written in one
     # transaction); entries of later events are left out by the join.
-    one_connection = _in_memory(path)  # used by one thread at a time
+    one_connection = in_memory(path)  # used by one thread at a time
     with (
         _reader(path, conn) as fetch_events,
         _reader(path, conn) as fetch_entries,
@@ -141,7 +142,7 @@ def population_frames(
 def read_frame(path: str, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
     """One query's rows from the store file ``path``, read through ADBC into Arrow columns
     (what `population_frames` reads with; also the benchmarks' columnar baselines)."""
-    if _in_memory(path):
+    if in_memory(path):
         raise ValueError(f"{path}: an in-memory store is read through its own connection")
     with _reader(path, None) as fetch:
         return fetch(sql, params)
@@ -156,7 +157,7 @@ class _reader:
         self.adbc: Any = None
 
     def __enter__(self) -> Fetch:
-        if _in_memory(self.path):
+        if in_memory(self.path):
             return self._sqlite3
         uri = Path(self.path).resolve().as_uri() + "?mode=ro"
         try:
@@ -193,5 +194,6 @@ class _reader:
         return pl.DataFrame(cursor.fetchall(), schema=names, orient="row")
 
 
-def _in_memory(path: str) -> bool:
+def in_memory(path: str) -> bool:
+    """Whether ``path`` names an in-memory database (read through its own connection only)."""
     return path in ("", ":memory:") or path.startswith("file::memory:") or "mode=memory" in path
